@@ -1,0 +1,179 @@
+/**
+ * The merge table: one global hash table indexed by page key (checksum salted with the
+ * merge domain), the userspace counterpart of the SKSM RFC's `sksm_ht` and of KSM's
+ * stable tree. Each entry is one merge-table frame: a frame some pages map write-protected.
+ *
+ * Entries live in parallel typed arrays (14 bytes each) chained per bucket; buckets hold
+ * up to four entries on average, so the table costs about 15 bytes per entry. Entries of
+ * identical content (max_page_sharing dups) simply sit in the same chain.
+ */
+import { OutOfMemory } from "../errors.ts"
+
+const NONE = -1
+const MAPPERS_SATURATED = 0xffff
+
+/** A chained hash table of merge-table frames. */
+export class MergeTable {
+  /** Entry -> frame. */
+  frame: Int32Array = new Int32Array(0)
+  /** Entry -> key (salted checksum). */
+  key: Uint32Array = new Uint32Array(0)
+  /** Entry -> next entry in its bucket, or in the free list. */
+  next: Int32Array = new Int32Array(0)
+  /** Entry -> pages mapping it as PAGE_MERGED; saturates into #overflow. */
+  #mappers: Uint16Array = new Uint16Array(0)
+  #overflow = new Map<number, number>()
+  #buckets: Int32Array = new Int32Array(16).fill(NONE)
+  #mask = 15
+  #count = 0
+  #freeHead = NONE
+  #capacity = 0
+  /** Bumped on every insert and remove, so derived statistics can be cached. */
+  version = 0
+  /** Fault-injection hook (tests): called before the table allocates. */
+  failpoint: ((site: string) => void) | null = null
+
+  /** Live entries. */
+  get size(): number {
+    return this.#count
+  }
+
+  /** Bytes the table holds: entry arrays plus buckets. */
+  get bytes(): number {
+    return this.frame.byteLength + this.key.byteLength + this.next.byteLength + this.#mappers.byteLength + this.#buckets.byteLength + this.#overflow.size * 16
+  }
+
+  /** First entry of the bucket for `key`, or -1. Walk with `next`. */
+  head(key: number): number {
+    return this.#buckets[key & this.#mask]!
+  }
+
+  mappers(e: number): number {
+    const m = this.#mappers[e]!
+    return m === MAPPERS_SATURATED ? this.#overflow.get(e)! : m
+  }
+
+  setMappers(e: number, m: number): void {
+    if (m >= MAPPERS_SATURATED) {
+      this.#mappers[e] = MAPPERS_SATURATED
+      this.#overflow.set(e, m)
+    } else {
+      if (this.#mappers[e] === MAPPERS_SATURATED) this.#overflow.delete(e)
+      this.#mappers[e] = m
+    }
+  }
+
+  /**
+   * Make room for `n` more entries, so inserts cannot fail midway through an operation.
+   * Throws OutOfMemory and changes nothing if the arrays cannot grow.
+   */
+  reserve(n: number): void {
+    if (n <= 0) return
+    if (this.failpoint !== null) this.failpoint("table")
+    const want = this.#count + n
+    try {
+      if (want > this.#capacity) this.#grow(Math.max(want, this.#capacity * 2, 64))
+      // Keep the average chain at or below 4: buckets >= entries / 4.
+      let buckets = this.#mask + 1
+      while (buckets * 4 < want) buckets *= 2
+      if (buckets !== this.#mask + 1) this.#rehash(buckets)
+    } catch (cause) {
+      if (cause instanceof RangeError) throw new OutOfMemory(`merge table cannot grow to ${want} entries: ${cause.message}`)
+      throw cause
+    }
+  }
+
+  /** Insert `frame` under `key` with `mappers` mappers; returns the entry. Call reserve first. */
+  insert(frame: number, key: number, mappers: number): number {
+    if (this.#freeHead === NONE) this.reserve(1)
+    const e = this.#freeHead
+    this.#freeHead = this.next[e]!
+    const b = key & this.#mask
+    this.frame[e] = frame
+    this.key[e] = key
+    this.next[e] = this.#buckets[b]!
+    this.#buckets[b] = e
+    this.setMappers(e, mappers)
+    this.#count++
+    this.version++
+    return e
+  }
+
+  /** Unlink entry `e` and put it on the free list. */
+  remove(e: number): void {
+    const b = this.key[e]! & this.#mask
+    let p = this.#buckets[b]!
+    if (p === e) {
+      this.#buckets[b] = this.next[e]!
+    } else {
+      while (this.next[p] !== e) p = this.next[p]!
+      this.next[p] = this.next[e]!
+    }
+    this.setMappers(e, 0)
+    this.frame[e] = NONE
+    this.next[e] = this.#freeHead
+    this.#freeHead = e
+    this.#count--
+    this.version++
+  }
+
+  /** Every live entry, for statistics and checks (cold). */
+  entries(): number[] {
+    const out: number[] = []
+    for (let b = 0; b <= this.#mask; b++) for (let e = this.#buckets[b]!; e !== NONE; e = this.next[e]!) out.push(e)
+    return out
+  }
+
+  /** Drop every entry (unmergeAll). */
+  clear(): void {
+    this.#buckets.fill(NONE)
+    this.#overflow.clear()
+    this.#mappers.fill(0)
+    this.frame.fill(NONE)
+    this.#count = 0
+    this.#freeHead = NONE
+    for (let e = this.#capacity - 1; e >= 0; e--) {
+      this.next[e] = this.#freeHead
+      this.#freeHead = e
+    }
+    this.version++
+  }
+
+  #grow(cap: number): void {
+    const frame = new Int32Array(cap).fill(NONE)
+    const key = new Uint32Array(cap)
+    const next = new Int32Array(cap)
+    const mappers = new Uint16Array(cap)
+    frame.set(this.frame)
+    key.set(this.key)
+    next.set(this.next)
+    mappers.set(this.#mappers)
+    // New slots go on the free list, lowest first.
+    for (let e = cap - 1; e >= this.#capacity; e--) {
+      next[e] = this.#freeHead
+      this.#freeHead = e
+    }
+    this.frame = frame
+    this.key = key
+    this.next = next
+    this.#mappers = mappers
+    this.#capacity = cap
+  }
+
+  #rehash(buckets: number): void {
+    const fresh = new Int32Array(buckets).fill(NONE)
+    const mask = buckets - 1
+    for (let b = 0; b <= this.#mask; b++) {
+      let e = this.#buckets[b]!
+      while (e !== NONE) {
+        const n = this.next[e]!
+        const nb = this.key[e]! & mask
+        this.next[e] = fresh[nb]!
+        fresh[nb] = e
+        e = n
+      }
+    }
+    this.#buckets = fresh
+    this.#mask = mask
+  }
+}

@@ -1,0 +1,48 @@
+/**
+ * Typed errors thrown by the plain API. Every error carries a `_tag` so that
+ * Effect users can `Effect.catchTag` on it, and plain users can `switch (e._tag)`.
+ *
+ * A call that throws one of these has changed nothing: no partial write, no leaked
+ * frame, no counter moved.
+ */
+
+/** Base class of every error sksm throws on purpose. */
+export abstract class SksmError extends Error {
+  abstract readonly _tag: string
+  override get name(): string {
+    return this._tag
+  }
+}
+
+/** An address or range lies outside the space (`EFAULT`/`ENOMEM` in the kernel). */
+export class OutOfBounds extends SksmError {
+  readonly _tag = "OutOfBounds" as const
+}
+
+/** An argument has the wrong type, is not a safe integer, is misaligned, or is out of its domain (`EINVAL`). */
+export class InvalidArgument extends SksmError {
+  readonly _tag = "InvalidArgument" as const
+}
+
+/** The space was disposed; every later call on it throws this. */
+export class SpaceDisposed extends SksmError {
+  readonly _tag = "SpaceDisposed" as const
+}
+
+/** An allocation would pass `maxMemoryBytes`, or the runtime refused memory (`ENOMEM`). */
+export class OutOfMemory extends SksmError {
+  readonly _tag = "OutOfMemory" as const
+}
+
+/** The operation would discard or move a pinned page (`EBUSY`/`EINVAL` for DONTNEED on locked pages). */
+export class PinnedPage extends SksmError {
+  readonly _tag = "PinnedPage" as const
+}
+
+/** A tunable cannot change now, e.g. maxPageSharing while pages are shared (`EBUSY`). */
+export class Busy extends SksmError {
+  readonly _tag = "Busy" as const
+}
+
+/** Union of every error the plain API throws on purpose. */
+export type SksmErrorType = OutOfBounds | InvalidArgument | SpaceDisposed | OutOfMemory | PinnedPage | Busy

@@ -1,0 +1,540 @@
+/**
+ * A paged address space: a page table (`pte`: page -> frame) and one flag byte per
+ * page, over a shared {@link FramePool}. Reads and writes from the host go through the
+ * page table; a write to a page that is not PAGE_WRITABLE takes a fault that gives the
+ * page a private frame (copy-on-write), exactly once.
+ *
+ * This is the memory layer: it knows frames, page tables, copy-on-write, pins and
+ * write tracking, and nothing about merging beyond the PAGE_MERGED bit it must honour.
+ */
+import { InvalidArgument, OutOfBounds, PinnedPage, SpaceDisposed } from "../errors.ts"
+import { FRAME_KSM, FRAME_PINNED, type FramePool, ZERO_FRAME } from "./frames.ts"
+import {
+  PAGE_FAULT_CLEARS,
+  PAGE_KSM_ZERO,
+  PAGE_MERGEABLE,
+  PAGE_MERGED,
+  PAGE_PINNED,
+  PAGE_SOFT_DIRTY,
+  PAGE_UFFD_REG,
+  PAGE_UFFD_WP,
+  PAGE_WRITABLE,
+} from "./flags.ts"
+import { checkAlignedRange, checkBytes, checkInt, checkIntIn, checkRange } from "./validate.ts"
+
+/** Options of `engine.createSpace`. */
+export interface SpaceOptions {
+  /** Size in bytes; a positive multiple of the page size. */
+  readonly size: number
+  /** A label for stats and tools. @default "space-<id>" */
+  readonly name?: string
+  /** Merge domain: pages merge only within one domain unless the engine allows crossing. @default "default" */
+  readonly domain?: string
+}
+
+const EMPTY_I32 = new Int32Array(0)
+const EMPTY_U8 = new Uint8Array(0)
+
+let nextSpaceId = 1
+
+/** The memory-model half of an address space. Use {@link AddressSpace}, which adds merging. */
+export class PagedSpace {
+  /** Unique id of this space within the process. */
+  readonly id: number
+  readonly size: number
+  readonly pageSize: number
+  readonly name: string
+  readonly domain: string
+  /** Number of pages. */
+  readonly pages: number
+
+  /** @internal page -> frame; 0 (the zero frame) when unpopulated or merge-placed zero. */
+  pte: Int32Array
+  /** @internal PAGE_* bits per page. */
+  pflags: Uint8Array
+  /** @internal merge-placed zero pages in this space (kernel: mm->ksm_zero_pages). */
+  ksmZeroPages = 0
+  /** Copy-on-write faults that copied a frame in this space. */
+  cowFaults = 0
+
+  /** @internal the frame pool; shared by every space of one engine. */
+  readonly pool: FramePool
+  #pins: Map<number, number> = new Map()
+  #disposed = false
+  // Hot-path constants, private fields so V8 keeps them in-object.
+  #shift: number
+  #mask: number
+  #slabShift: number
+  #slabMask: number
+  #end: number
+  #lastU32: number
+  #lastU16: number
+
+  /** @internal use engine.createSpace. */
+  constructor(pool: FramePool, options: SpaceOptions) {
+    if (typeof options !== "object" || options === null) throw new InvalidArgument("options must be an object { size, name?, domain? }")
+    const size = options.size
+    if (typeof size !== "number" || !Number.isSafeInteger(size) || size <= 0) {
+      throw new InvalidArgument(`size must be a positive safe integer, got ${String(size)}`)
+    }
+    if (size % pool.pageSize !== 0) throw new InvalidArgument(`size ${size} is not a multiple of the page size ${pool.pageSize}`)
+    const pages = size / pool.pageSize
+    if (pages > 0x7fffffff) throw new InvalidArgument(`size ${size} needs more than 2^31-1 pages`)
+    if (options.name !== undefined && typeof options.name !== "string") throw new InvalidArgument("name must be a string")
+    if (options.domain !== undefined && (typeof options.domain !== "string" || options.domain.length === 0)) {
+      throw new InvalidArgument("domain must be a non-empty string")
+    }
+    this.id = nextSpaceId++
+    this.pool = pool
+    this.size = size
+    this.pageSize = pool.pageSize
+    this.pages = pages
+    this.name = options.name ?? `space-${this.id}`
+    this.domain = options.domain ?? "default"
+    this.pte = new Int32Array(pages)
+    this.pflags = new Uint8Array(pages)
+    this.#shift = pool.pageShift
+    this.#mask = pool.pageSize - 1
+    this.#slabShift = pool.slabShift
+    this.#slabMask = pool.slabMask
+    this.#end = size
+    this.#lastU32 = size - 4
+    this.#lastU16 = size - 2
+  }
+
+  /** True once dispose() ran. */
+  get disposed(): boolean {
+    return this.#disposed
+  }
+
+  /** Bytes of page-table metadata this space holds. */
+  get metadataBytes(): number {
+    return this.pte.byteLength + this.pflags.byteLength
+  }
+
+  // ---------------------------------------------------------------- word access
+
+  /** Read one byte. */
+  readU8(addr: number): number {
+    if (!(addr >= 0 && addr < this.#end && Number.isInteger(addr))) this.#badAddr(addr, 1)
+    const off = addr & this.#mask
+    const f = this.pte[(addr - off) / this.pageSize]!
+    return this.pool.slabs[f >>> this.#slabShift]![((f & this.#slabMask) << this.#shift) + off]!
+  }
+
+  /** Read a little-endian u16; any alignment, may straddle pages. */
+  readU16(addr: number): number {
+    if (!(addr >= 0 && addr <= this.#lastU16 && Number.isInteger(addr))) this.#badAddr(addr, 2)
+    const off = addr & this.#mask
+    if (off > this.#mask - 1) return this.readU8(addr) | (this.readU8(addr + 1) << 8)
+    const f = this.pte[(addr - off) / this.pageSize]!
+    return this.pool.views[f >>> this.#slabShift]!.getUint16(((f & this.#slabMask) << this.#shift) + off, true)
+  }
+
+  /** Read a little-endian u32; any alignment, may straddle pages. */
+  readU32(addr: number): number {
+    if (!(addr >= 0 && addr <= this.#lastU32 && Number.isInteger(addr))) this.#badAddr(addr, 4)
+    const off = addr & this.#mask
+    if (off > this.#mask - 3) return this.#readU32Straddle(addr)
+    const f = this.pte[(addr - off) / this.pageSize]!
+    return this.pool.views[f >>> this.#slabShift]!.getUint32(((f & this.#slabMask) << this.#shift) + off, true)
+  }
+
+  /** Write one byte (the low 8 bits of value). */
+  writeU8(addr: number, value: number): void {
+    if (!(addr >= 0 && addr < this.#end && Number.isInteger(addr))) this.#badAddr(addr, 1)
+    if (typeof value !== "number") this.#badValue(value)
+    const off = addr & this.#mask
+    const pi = (addr - off) / this.pageSize
+    if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
+    const f = this.pte[pi]!
+    this.pool.slabs[f >>> this.#slabShift]![((f & this.#slabMask) << this.#shift) + off] = value
+  }
+
+  /** Write a little-endian u16 (the low 16 bits of value). */
+  writeU16(addr: number, value: number): void {
+    if (!(addr >= 0 && addr <= this.#lastU16 && Number.isInteger(addr))) this.#badAddr(addr, 2)
+    if (typeof value !== "number") this.#badValue(value)
+    const off = addr & this.#mask
+    if (off > this.#mask - 1) return this.#writeStraddle(addr, value, 2)
+    const pi = (addr - off) / this.pageSize
+    if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
+    const f = this.pte[pi]!
+    this.pool.views[f >>> this.#slabShift]!.setUint16(((f & this.#slabMask) << this.#shift) + off, value, true)
+  }
+
+  /** Write a little-endian u32 (the low 32 bits of value). */
+  writeU32(addr: number, value: number): void {
+    if (!(addr >= 0 && addr <= this.#lastU32 && Number.isInteger(addr))) this.#badAddr(addr, 4)
+    if (typeof value !== "number") this.#badValue(value)
+    const off = addr & this.#mask
+    if (off > this.#mask - 3) return this.#writeStraddle(addr, value, 4)
+    const pi = (addr - off) / this.pageSize
+    if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
+    const f = this.pte[pi]!
+    this.pool.views[f >>> this.#slabShift]!.setUint32(((f & this.#slabMask) << this.#shift) + off, value, true)
+  }
+
+  #readU32Straddle(addr: number): number {
+    return (this.readU8(addr) | (this.readU8(addr + 1) << 8) | (this.readU8(addr + 2) << 16) | (this.readU8(addr + 3) << 24)) >>> 0
+  }
+
+  #writeStraddle(addr: number, value: number, n: number): void {
+    // Both pages fault (and reserve) before any byte lands: no partial write.
+    const p0 = Math.floor(addr / this.pageSize)
+    const p1 = Math.floor((addr + n - 1) / this.pageSize)
+    this.#faultRange(p0, p1 + 1)
+    for (let k = 0; k < n; k++) this.writeU8(addr + k, (value >>> (8 * k)) & 0xff)
+  }
+
+  #badAddr(addr: number, width: number): never {
+    this.#live()
+    checkInt("addr", addr)
+    throw new OutOfBounds(`address ${addr} (+${width}) is beyond the space size ${this.size}`)
+  }
+
+  #badValue(value: unknown): never {
+    throw new InvalidArgument(`value must be a number, got ${typeof value}`)
+  }
+
+  // ---------------------------------------------------------------- bulk access
+
+  /** Read `length` bytes at `addr` into a new Uint8Array (a copy). */
+  read(addr: number, length: number): Uint8Array {
+    this.#live()
+    checkRange(addr, length, this.size)
+    const out = new Uint8Array(length)
+    this.#copyOut(addr, out)
+    return out
+  }
+
+  /** Read `target.length` bytes at `addr` into `target`. */
+  readInto(addr: number, target: Uint8Array): void {
+    this.#live()
+    checkBytes("target", target)
+    checkRange(addr, target.length, this.size)
+    this.#copyOut(addr, target)
+  }
+
+  /** Write `bytes` at `addr`. All-or-nothing: frames are reserved before any byte lands. */
+  write(addr: number, bytes: Uint8Array): void {
+    this.#live()
+    checkBytes("bytes", bytes)
+    checkRange(addr, bytes.length, this.size)
+    const n = bytes.length
+    if (n === 0) return
+    const ps = this.pageSize
+    this.#faultRange(Math.floor(addr / ps), Math.ceil((addr + n) / ps), addr, addr + n)
+    let done = 0
+    while (done < n) {
+      const a = addr + done
+      const off = a % ps
+      const take = Math.min(ps - off, n - done)
+      const f = this.pte[(a - off) / ps]!
+      this.pool.slabs[f >>> this.#slabShift]!.set(bytes.subarray(done, done + take), ((f & this.#slabMask) << this.#shift) + off)
+      done += take
+    }
+  }
+
+  /** Fill `length` bytes at `addr` with `byte` (0..255). */
+  fill(addr: number, length: number, byte: number): void {
+    this.#live()
+    checkRange(addr, length, this.size)
+    checkIntIn("byte", byte, 0, 255)
+    if (length === 0) return
+    const ps = this.pageSize
+    const end = addr + length
+    // Like memset, filling populates every page, zeros included (the zero-page selftests rely on it).
+    this.#faultRange(Math.floor(addr / ps), Math.ceil(end / ps), addr, end)
+    let a = addr
+    while (a < end) {
+      const off = a % ps
+      const take = Math.min(ps - off, end - a)
+      const f = this.pte[(a - off) / ps]!
+      const o = ((f & this.#slabMask) << this.#shift) + off
+      this.pool.slabs[f >>> this.#slabShift]!.fill(byte, o, o + take)
+      a += take
+    }
+  }
+
+  #copyOut(addr: number, out: Uint8Array): void {
+    const ps = this.pageSize
+    const n = out.length
+    let done = 0
+    while (done < n) {
+      const a = addr + done
+      const off = a % ps
+      const take = Math.min(ps - off, n - done)
+      const f = this.pte[(a - off) / ps]!
+      const o = ((f & this.#slabMask) << this.#shift) + off
+      out.set(this.pool.slabs[f >>> this.#slabShift]!.subarray(o, o + take), done)
+      done += take
+    }
+  }
+
+  // ---------------------------------------------------------------- faults
+
+  /** Fault page `pi` for writing. Reserves its frame first, so it fails before changing anything. */
+  #faultOne(pi: number): void {
+    this.#live()
+    this.pool.ensureFree(this.#needsFrame(pi) ? 1 : 0, "cow")
+    this.#fault(pi, false)
+  }
+
+  /**
+   * Fault pages [p0, p1) for writing: reserve every frame needed, then fault each.
+   * `lo..hi` is the byte range being written: a page it covers whole needs no zeroing/copy.
+   */
+  #faultRange(p0: number, p1: number, lo = -1, hi = -1): void {
+    const pflags = this.pflags
+    let need = 0
+    for (let pi = p0; pi < p1; pi++) {
+      if ((pflags[pi]! & PAGE_WRITABLE) === 0 && this.#needsFrame(pi)) need++
+    }
+    this.pool.ensureFree(need, "cow")
+    const ps = this.pageSize
+    for (let pi = p0; pi < p1; pi++) {
+      if ((pflags[pi]! & PAGE_WRITABLE) === 0) this.#fault(pi, lo <= pi * ps && (pi + 1) * ps <= hi)
+    }
+  }
+
+  /** Would a write fault on page `pi` allocate a frame (rather than reuse its own)? */
+  #needsFrame(pi: number): boolean {
+    const f = this.pte[pi]!
+    if (f === ZERO_FRAME) return true
+    if (this.pool.refcount[f]! > 1) return true
+    // A sole mapper reuses its frame; a merge-table frame only if the pool allows it (not in secure mode).
+    return (this.pool.flags[f]! & FRAME_KSM) !== 0 && !this.pool.reuseSoleKsm
+  }
+
+  /**
+   * The write fault (do_wp_page / do_anonymous_page): give page `pi` a private,
+   * unprotected frame. `whole`: the caller overwrites the whole page, skip zero/copy.
+   * Never fails: callers reserved the frame.
+   */
+  #fault(pi: number, whole: boolean): void {
+    const pool = this.pool
+    const fl = this.pflags[pi]!
+    const f = this.pte[pi]!
+    const wasKsm = (pool.flags[f]! & FRAME_KSM) !== 0
+    // A merged page leaves sharing first, so the table sees it go before the frame may be freed.
+    if ((fl & PAGE_MERGED) !== 0) pool.observer?.mergedPageLeft(f)
+    if (f === ZERO_FRAME) {
+      // do_anonymous_page, or the write fault on a merge-placed zero page.
+      if ((fl & PAGE_KSM_ZERO) !== 0) {
+        this.ksmZeroPages--
+        pool.ksmZeroPages--
+      }
+      const nf = whole ? pool.alloc() : pool.allocZeroed()
+      pool.refcount[nf] = 1
+      this.pte[pi] = nf
+    } else if (pool.refcount[f] === 1 && (pool.flags[f]! & FRAME_KSM) === 0 && (!wasKsm || pool.reuseSoleKsm)) {
+      // Sole mapper of a private frame: reuse in place (wp_can_reuse_anon_folio).
+    } else {
+      const nf = pool.alloc()
+      if (!whole) pool.copy(f, nf)
+      pool.refcount[nf] = 1
+      this.pte[pi] = nf
+      pool.decref(f)
+      this.cowFaults++
+      pool.cowFaults++
+    }
+    this.pflags[pi] = (fl & ~PAGE_FAULT_CLEARS) | PAGE_WRITABLE | PAGE_SOFT_DIRTY
+  }
+
+  // ---------------------------------------------------------------- madvise-like
+
+  /**
+   * MADV_DONTNEED: drop the pages in a page-aligned range; they read as zeros again.
+   * Throws PinnedPage (and drops nothing) if any page in the range is pinned.
+   */
+  discard(addr: number, length: number): void {
+    this.#live()
+    checkAlignedRange(addr, length, this.size, this.pageSize)
+    const p0 = addr / this.pageSize
+    const p1 = p0 + length / this.pageSize
+    for (let pi = p0; pi < p1; pi++) {
+      if ((this.pflags[pi]! & PAGE_PINNED) !== 0) throw new PinnedPage(`page at ${pi * this.pageSize} is pinned; unpin it before discarding`)
+    }
+    for (let pi = p0; pi < p1; pi++) this.#zap(pi)
+  }
+
+  /** Unmap page `pi` (zap_pte_range). Keeps VMA-like bits; counts as a write for uffd-wp. */
+  #zap(pi: number): void {
+    const fl = this.pflags[pi]!
+    const f = this.pte[pi]!
+    if ((fl & PAGE_MERGED) !== 0) this.pool.observer?.mergedPageLeft(f)
+    if ((fl & PAGE_KSM_ZERO) !== 0) {
+      this.ksmZeroPages--
+      this.pool.ksmZeroPages--
+    }
+    if (f !== ZERO_FRAME) this.pool.decref(f)
+    this.pte[pi] = ZERO_FRAME
+    // MADV_DONTNEED counts as dirtying under uffd-wp async; the registration stays.
+    this.pflags[pi] = fl & (PAGE_MERGEABLE | PAGE_UFFD_REG)
+  }
+
+  /**
+   * Pin a range (pin_user_pages with FOLL_WRITE|FOLL_LONGTERM): each page gets a private,
+   * populated frame that is never merged, moved or discarded until unpinned. Pins nest.
+   */
+  pin(addr: number, length: number): void {
+    this.#live()
+    checkRange(addr, length, this.size)
+    if (length === 0) return
+    const ps = this.pageSize
+    const p0 = Math.floor(addr / ps)
+    const p1 = Math.ceil((addr + length) / ps)
+    this.#faultRange(p0, p1)
+    for (let pi = p0; pi < p1; pi++) {
+      const n = this.#pins.get(pi) ?? 0
+      if (n === 0xffffffff) throw new InvalidArgument("pin count overflow")
+      this.#pins.set(pi, n + 1)
+      this.pflags[pi]! |= PAGE_PINNED
+      this.pool.flags[this.pte[pi]!]! |= FRAME_PINNED
+    }
+  }
+
+  /** Drop one pin from each page of a range. Throws InvalidArgument (and changes nothing) if a page is not pinned. */
+  unpin(addr: number, length: number): void {
+    this.#live()
+    checkRange(addr, length, this.size)
+    if (length === 0) return
+    const ps = this.pageSize
+    const p0 = Math.floor(addr / ps)
+    const p1 = Math.ceil((addr + length) / ps)
+    for (let pi = p0; pi < p1; pi++) {
+      if (!this.#pins.has(pi)) throw new InvalidArgument(`page at ${pi * ps} is not pinned`)
+    }
+    for (let pi = p0; pi < p1; pi++) {
+      const n = this.#pins.get(pi)! - 1
+      if (n > 0) {
+        this.#pins.set(pi, n)
+        continue
+      }
+      this.#pins.delete(pi)
+      this.pflags[pi]! &= ~PAGE_PINNED
+      this.pool.flags[this.pte[pi]!]! &= ~FRAME_PINNED
+    }
+  }
+
+  /** Pages pinned right now. */
+  get pinnedPages(): number {
+    return this.#pins.size
+  }
+
+  // ---------------------------------------------------------------- write tracking
+
+  /**
+   * UFFDIO_WRITEPROTECT on a range registered in async mode (UFFD_FEATURE_WP_ASYNC with
+   * WP_UNPOPULATED): `enable` protects every page, so its next write just clears the bit
+   * (no fault is delivered) and pagemapScan reports it WRITTEN; `enable = false` unprotects.
+   * The first call on a page registers it (PAGE_IS_WPALLOWED).
+   */
+  writeProtect(addr: number, length: number, enable: boolean = true): void {
+    this.#live()
+    checkAlignedRange(addr, length, this.size, this.pageSize)
+    if (typeof enable !== "boolean") throw new InvalidArgument(`enable must be a boolean, got ${typeof enable}`)
+    const p0 = addr / this.pageSize
+    const p1 = p0 + length / this.pageSize
+    this.protectPages(p0, p1, enable)
+  }
+
+  /** @internal set or clear uffd-wp on pages [p0, p1); a protected page is never PAGE_WRITABLE. */
+  protectPages(p0: number, p1: number, enable: boolean): void {
+    const pflags = this.pflags
+    if (enable) {
+      for (let pi = p0; pi < p1; pi++) pflags[pi] = (pflags[pi]! | PAGE_UFFD_WP | PAGE_UFFD_REG) & ~PAGE_WRITABLE
+    } else {
+      for (let pi = p0; pi < p1; pi++) {
+        const fl = (pflags[pi]! & ~PAGE_UFFD_WP) | PAGE_UFFD_REG
+        pflags[pi] = this.#privateFrame(pi) ? fl | PAGE_WRITABLE : fl
+      }
+    }
+  }
+
+  /** Page `pi` maps a frame only it maps and that is not in the merge table. */
+  #privateFrame(pi: number): boolean {
+    const f = this.pte[pi]!
+    return f !== ZERO_FRAME && this.pool.refcount[f] === 1 && (this.pool.flags[f]! & FRAME_KSM) === 0 && (this.pflags[pi]! & PAGE_MERGED) === 0
+  }
+
+  // ---------------------------------------------------------------- fork / dispose
+
+  /**
+   * @internal the page-table half of fork(): make `child` map every frame this space maps,
+   * copy-on-write for both. Pinned pages are copied eagerly (as the kernel does for
+   * pinned anon pages). Merge-placed zero pages stay merge-placed in the child;
+   * PAGE_MERGED is not inherited (the child's ksmMergingPages starts at 0).
+   */
+  forkInto(child: PagedSpace): void {
+    this.#live()
+    const pool = this.pool
+    const pte = this.pte
+    const pflags = this.pflags
+    const cpte = child.pte
+    const cfl = child.pflags
+    const rc = pool.refcount
+    const n = this.pages
+    // What survives into the child: merge-placed zero marks and madvise state; not uffd registration.
+    const keep = PAGE_KSM_ZERO | PAGE_MERGEABLE
+    cpte.set(pte)
+    for (let pi = 0; pi < n; pi++) {
+      const f = pte[pi]!
+      const fl = pflags[pi]!
+      cfl[pi] = fl & keep
+      if (f === ZERO_FRAME) continue
+      if ((fl & PAGE_PINNED) !== 0) {
+        // Pinned: the parent keeps its frame writable; the child gets a copy now.
+        const nf = pool.alloc()
+        pool.copy(f, nf)
+        rc[nf] = 1
+        cpte[pi] = nf
+        cfl[pi] = (fl & keep) | PAGE_WRITABLE
+        continue
+      }
+      rc[f]!++
+      pflags[pi] = fl & ~PAGE_WRITABLE
+    }
+    child.ksmZeroPages = this.ksmZeroPages
+    pool.ksmZeroPages += this.ksmZeroPages
+  }
+
+  /** @internal pinned pages, for fork's reservation. */
+  pinnedCount(): number {
+    return this.#pins.size
+  }
+
+  /**
+   * Release every frame reference this space holds; any later call throws SpaceDisposed.
+   * Idempotent.
+   */
+  dispose(): void {
+    if (this.#disposed) return
+    const n = this.pages
+    for (let pi = 0; pi < n; pi++) {
+      const f = this.pte[pi]!
+      const fl = this.pflags[pi]!
+      if (f === ZERO_FRAME && (fl & PAGE_KSM_ZERO) === 0) continue
+      if ((fl & PAGE_PINNED) !== 0) this.pool.flags[f]! &= ~FRAME_PINNED
+      this.#zap(pi)
+    }
+    this.#pins.clear()
+    this.#disposed = true
+    this.pte = EMPTY_I32
+    this.pflags = EMPTY_U8
+    // Make every fast path fail its bounds check, so the slow path reports SpaceDisposed.
+    this.#end = 0
+    this.#lastU32 = -1
+    this.#lastU16 = -1
+  }
+
+  /** @internal throw SpaceDisposed if disposed. */
+  live(): void {
+    this.#live()
+  }
+
+  #live(): void {
+    if (this.#disposed) throw new SpaceDisposed(`space ${this.name} was disposed`)
+  }
+}
