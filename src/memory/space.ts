@@ -20,6 +20,7 @@ import {
   PAGE_UFFD_WP,
   PAGE_WRITABLE,
 } from "./flags.ts"
+import { pagemapScan, type PagemapScanArgs, type PagemapScanResult } from "./pagemap.ts"
 import { checkAlignedRange, checkBytes, checkInt, checkIntIn, checkRange } from "./validate.ts"
 
 /** Options of `engine.createSpace`. */
@@ -429,7 +430,10 @@ export class PagedSpace {
    * UFFDIO_WRITEPROTECT on a range registered in async mode (UFFD_FEATURE_WP_ASYNC with
    * WP_UNPOPULATED): `enable` protects every page, so its next write just clears the bit
    * (no fault is delivered) and pagemapScan reports it WRITTEN; `enable = false` unprotects.
-   * The first call on a page registers it (PAGE_IS_WPALLOWED).
+   * The first call on a page registers it (PAGE_IS_WPALLOWED; UFFDIO_REGISTER folded in).
+   * What clears the protection: any write (including a copy-on-write fault on a merged page
+   * and pin(), which faults for writing) and discard() (MADV_DONTNEED counts as a write).
+   * What keeps it: reads, merge, unmerge (an unshare, not a write). A fork child is not registered.
    */
   writeProtect(addr: number, length: number, enable: boolean = true): void {
     this.#live()
@@ -451,6 +455,17 @@ export class PagedSpace {
         pflags[pi] = this.#privateFrame(pi) ? fl | PAGE_WRITABLE : fl
       }
     }
+  }
+
+  /**
+   * ioctl(PAGEMAP_SCAN) on /proc/self/pagemap: report the runs of pages in `[start, end)` whose
+   * categories (PageCategory) match, optionally write-protecting the matched WRITTEN pages in
+   * the same pass (wpMatching). The usual tracking loop is `writeProtect` once, then
+   * `pagemapScan({ start, end, categoryMask: WRITTEN, returnMask: WRITTEN, wpMatching: true })`.
+   * Rules and differences from the kernel: {@link pagemapScan} in memory/pagemap.ts.
+   */
+  pagemapScan(args: PagemapScanArgs): PagemapScanResult {
+    return pagemapScan(this, args)
   }
 
   /** Page `pi` maps a frame only it maps and that is not in the merge table. */
@@ -476,8 +491,9 @@ export class PagedSpace {
     const cfl = child.pflags
     const rc = pool.refcount
     const n = this.pages
-    // What survives into the child: merge-placed zero marks and madvise state; not uffd registration.
-    const keep = PAGE_KSM_ZERO | PAGE_MERGEABLE
+    // What survives into the child: merge-placed zero marks, madvise state and soft-dirty
+    // (copy_present_pte keeps the PTE's soft-dirty bit); not uffd registration (no EVENT_FORK).
+    const keep = PAGE_KSM_ZERO | PAGE_MERGEABLE | PAGE_SOFT_DIRTY
     cpte.set(pte)
     for (let pi = 0; pi < n; pi++) {
       const f = pte[pi]!
