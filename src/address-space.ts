@@ -9,7 +9,7 @@ import { InvalidArgument } from "./errors.ts"
 import { FRAME_SHARED, ZERO_FRAME } from "./memory/frames.ts"
 import { PAGE_MERGEABLE, PAGE_MERGED } from "./memory/flags.ts"
 import { PagedSpace, type SpaceOptions } from "./memory/space.ts"
-import { checkAlignedRange, checkBool, checkRange } from "./memory/validate.ts"
+import { checkAlignedRange, checkBool, checkRange, show } from "./memory/validate.ts"
 
 /** Bytes sksm charges per rmap item in `ksmProcessProfit` (the kernel charges sizeof(struct ksm_rmap_item), 64). */
 export const RMAP_ITEM_BYTES = 16
@@ -45,7 +45,9 @@ export class AddressSpace extends PagedSpace {
 
   /** @internal use engine.createSpace(). */
   constructor(engine: Engine, options: SpaceOptions) {
-    super(engine.pool, options)
+    // Secure mode is a property of the domain (validated by PagedSpace; anything odd is "default").
+    const domain = typeof options === "object" && options !== null && options.domain !== undefined ? options.domain : "default"
+    super(engine.pool, options, engine.core.isSecureDomain(domain))
     this.#engine = engine
   }
 
@@ -64,7 +66,9 @@ export class AddressSpace extends PagedSpace {
     this.live()
     checkRange(addr, length, this.size)
     const ps = this.pageSize
-    return this.#engine.core.merge(this, Math.floor(addr / ps), Math.ceil((addr + length) / ps))
+    const report = this.#engine.core.merge(this, Math.floor(addr / ps), Math.ceil((addr + length) / ps))
+    this.#engine.maybeCompact()
+    return report
   }
 
   /**
@@ -76,7 +80,19 @@ export class AddressSpace extends PagedSpace {
     this.live()
     checkRange(addr, length, this.size)
     const ps = this.pageSize
-    return this.#engine.core.unmerge(this, Math.floor(addr / ps), Math.ceil((addr + length) / ps))
+    const n = this.#engine.core.unmerge(this, Math.floor(addr / ps), Math.ceil((addr + length) / ps))
+    this.#engine.maybeCompact()
+    return n
+  }
+
+  /**
+   * MADV_DONTNEED: drop the pages in a page-aligned range; they read as zeros again.
+   * Throws PinnedPage (and drops nothing) if any page in the range is pinned. The frames
+   * freed may trigger automatic compaction.
+   */
+  override discard(addr: number, length: number): void {
+    super.discard(addr, length)
+    this.#engine.maybeCompact()
   }
 
   /**
@@ -86,7 +102,7 @@ export class AddressSpace extends PagedSpace {
   advise(addr: number, length: number, advice: "mergeable" | "unmergeable"): void {
     this.live()
     checkAlignedRange(addr, length, this.size, this.pageSize)
-    if (advice !== "mergeable" && advice !== "unmergeable") throw new InvalidArgument(`advice must be "mergeable" or "unmergeable", got ${String(advice)}`)
+    if (advice !== "mergeable" && advice !== "unmergeable") throw new InvalidArgument(`advice must be "mergeable" or "unmergeable", got ${show(advice)}`)
     const p0 = addr / this.pageSize
     const p1 = p0 + length / this.pageSize
     if (advice === "unmergeable") this.#engine.core.unmerge(this, p0, p1)
@@ -176,5 +192,6 @@ export class AddressSpace extends PagedSpace {
     if (this.disposed) return
     super.dispose()
     this.#engine.release(this)
+    this.#engine.maybeCompact()
   }
 }

@@ -44,5 +44,10 @@ export class Busy extends SksmError {
   readonly _tag = "Busy" as const
 }
 
+/** The scanner was detached: the engine made a newer one (one active scanner per engine). */
+export class ScannerDetached extends SksmError {
+  readonly _tag = "ScannerDetached" as const
+}
+
 /** Union of every error the plain API throws on purpose. */
-export type SksmErrorType = OutOfBounds | InvalidArgument | SpaceDisposed | OutOfMemory | PinnedPage | Busy
+export type SksmErrorType = OutOfBounds | InvalidArgument | SpaceDisposed | OutOfMemory | PinnedPage | Busy | ScannerDetached

@@ -9,9 +9,10 @@
 import { Busy, InvalidArgument } from "../errors.ts"
 import { FRAME_KSM, FRAME_SHARED, type FramePool, type SharingObserver, ZERO_FRAME } from "../memory/frames.ts"
 import { PAGE_KSM_ZERO, PAGE_MERGED, PAGE_PINNED, PAGE_UFFD_WP, PAGE_WRITABLE } from "../memory/flags.ts"
+import { secretWords } from "../memory/random.ts"
 import type { PagedSpace } from "../memory/space.ts"
-import { checkBool } from "../memory/validate.ts"
-import { type ChecksumFunction, domainSalt, fromBytesChecksum, fullChecksum, makeSampledKey, type PageHash } from "./checksum.ts"
+import { checkBool, show } from "../memory/validate.ts"
+import { type ChecksumFunction, domainSalt, expandSeed, fromBytesChecksum, makeFullChecksum, makeSampledKey, type PageHash, secondKey } from "./checksum.ts"
 import { MergeTable } from "./table.ts"
 
 /** What merge() did, page by page. */
@@ -31,8 +32,16 @@ export interface MergeReport {
     unpopulated: number
     /** Pinned pages: never merged. */
     pinned: number
-    /** Pages whose key already had `maxCandidates` entries: not inserted, to bound lookups. */
+    /**
+     * Pages whose key already had `maxCandidates` entries at both key levels: not inserted, to
+     * bound lookups (in a secure space they are write-protected as stand-ins and count as inserted).
+     */
     crowded: number
+    /**
+     * Secure spaces: pages not yet seen unwritten by `idlePasses` earlier passes. They are
+     * write-protected now (armed); a later pass merges them if no write came in between.
+     */
+    notIdle: number
   }
 }
 
@@ -45,6 +54,8 @@ export const Outcome = {
   Unpopulated: 4,
   Pinned: 5,
   Crowded: 6,
+  /** Secure space: the page is armed (write-protected) or still waiting out `idlePasses`. */
+  NotIdle: 7,
 } as const
 export type Outcome = (typeof Outcome)[keyof typeof Outcome]
 
@@ -56,12 +67,38 @@ export interface MergeCoreOptions {
   readonly maxPageSharing?: number
   /** Let pages of different domains merge (zero pages always may). @default false */
   readonly mergeAcrossDomains?: boolean
-  /** Replace the table key (tests inject colliding ones). It only finds candidates. @default keyed sample hash */
+  /**
+   * Replace the table key (tests inject colliding ones). It only finds candidates, so a weak
+   * one costs time, never correctness. It runs mid-merge: it must be pure (a call into the
+   * engine from it throws Busy) and must not throw. @default keyed sample hash
+   */
   readonly checksum?: ChecksumFunction
-  /** Seed of the keyed table hash. @default random per engine */
+  /**
+   * Seed of the keyed table hash and checksum: a safe non-negative integer, for reproducible
+   * tests and benchmarks only. A fixed seed lets page writers predict the table's sample
+   * positions and keys. @default 128 secret bits from crypto.getRandomValues, per engine
+   */
   readonly seed?: number
-  /** Most equal-key entries a lookup compares; past it a page is not inserted. @default 32 */
+  /**
+   * Most equal-key entries a lookup compares with a full memcmp at each of its two key levels
+   * (the sampled key, then the full-page key of a crowded sampled key); a lookup also visits at
+   * most `4 * maxCandidates + 32` bucket entries per level. Past both, a page is not inserted
+   * (Outcome.Crowded). Bounds the work a page writer can force per lookup. @default 32
+   */
   readonly maxCandidates?: number
+  /**
+   * Secure mode (VUsion-style) for every domain: see {@link MergeCore.isSecureDomain} and the
+   * RFC's "Security considerations". Costs a copy per candidate page. @default false
+   */
+  readonly secure?: boolean
+  /** Domains that run in secure mode (when `secure` is false). @default [] */
+  readonly secureDomains?: readonly string[]
+  /**
+   * Secure mode: earlier passes (merge() calls or scanner visits) that must find a candidate
+   * page unwritten since it was armed before it may merge. 0 merges at the first pass (no
+   * working-set estimation); VUsion waits 2 scans. Integer 0..254. @default 1
+   */
+  readonly idlePasses?: number
 }
 
 /** Counters the scanning policy keeps, read by engine.stats(). */
@@ -82,6 +119,10 @@ export interface ScanSource {
   scanCounters(): ScanCounters
   /** Drop every rmap item and reset full_scans (run=2). */
   resetForUnmergeAll(): void
+  /** rmap items held for `space`'s pages that are not PAGE_MERGED (engine.scanItemsOf). */
+  rmapItemsOf?(space: PagedSpace): number
+  /** merge() just ran on pages [p0, p1): items of pages that became PAGE_MERGED now belong to the core. */
+  rangeMerged?(space: PagedSpace, p0: number, p1: number): void
 }
 
 const NO_SCAN: ScanCounters = { pagesScanned: 0, pagesSkipped: 0, fullScans: 0, pagesUnshared: 0, pagesVolatile: 0, rmapItems: 0, metadataBytes: 0 }
@@ -94,10 +135,19 @@ export class MergeCore implements SharingObserver {
   maxPageSharing: number
   readonly mergeAcrossDomains: boolean
   readonly maxCandidates: number
+  /** Bucket entries one lookup level may visit. */
+  readonly maxWalk: number
   /** Table key of a page: keyed sample hash (or the injected checksum). */
   readonly key: PageHash
-  /** Full-page checksum, for the scanner's stability test. */
-  readonly checksum: PageHash = fullChecksum
+  /** Keyed full-page checksum: the scanner's stability test and the second-level table key. */
+  readonly checksum: PageHash
+  /** Every domain is secure. */
+  readonly secure: boolean
+  /** Secure mode: earlier passes a candidate must stay unwritten before it merges. */
+  readonly idlePasses: number
+  /** Diagnostic and test counters: full memcmps and bucket entries visited by lookups (work, not time). */
+  lookupCompares = 0
+  lookupVisits = 0
   /** Key of the all-zero page in domain-free form, to test for zero pages cheaply. */
   readonly zeroKey: number
 
@@ -110,23 +160,47 @@ export class MergeCore implements SharingObserver {
 
   #wordsPerPage: number
   #domainIds = new Map<string, number>()
+  #secureDomains: ReadonlySet<string>
+  // Where the last findCandidate would insert its frame (so insertUnique need not walk again).
+  #hintFrame = -1
+  /** Table renumbering: the frame's back-pointer follows its entry. */
+  readonly #entryMoved = (_from: number, to: number): void => {
+    this.pool.entry[this.table.frame[to]!] = to
+  }
+  #hintKey = 0
+  #hintPlace = 0
   #chainCache = { version: -1, chains: 0, dups: 0 }
 
   constructor(pool: FramePool, options: MergeCoreOptions = {}) {
     this.pool = pool
     this.useZeroPages = checkBool("useZeroPages", options.useZeroPages ?? true)
     const mps = options.maxPageSharing ?? 256
-    if (typeof mps !== "number" || !Number.isSafeInteger(mps) || mps < 2) throw new InvalidArgument(`maxPageSharing must be an integer >= 2, got ${String(mps)}`)
+    if (typeof mps !== "number" || !Number.isSafeInteger(mps) || mps < 2) throw new InvalidArgument(`maxPageSharing must be an integer >= 2, got ${show(mps)}`)
     this.maxPageSharing = mps
     this.mergeAcrossDomains = checkBool("mergeAcrossDomains", options.mergeAcrossDomains ?? false)
     const mc = options.maxCandidates ?? 32
-    if (typeof mc !== "number" || !Number.isSafeInteger(mc) || mc < 1) throw new InvalidArgument(`maxCandidates must be an integer >= 1, got ${String(mc)}`)
+    if (typeof mc !== "number" || !Number.isSafeInteger(mc) || mc < 1) throw new InvalidArgument(`maxCandidates must be an integer >= 1, got ${show(mc)}`)
     this.maxCandidates = mc
+    this.maxWalk = 4 * mc + 32
     if (options.checksum !== undefined && typeof options.checksum !== "function") throw new InvalidArgument("checksum must be a function")
-    const seed = options.seed ?? (Math.random() * 0x100000000) >>> 0
-    if (typeof seed !== "number" || !Number.isFinite(seed)) throw new InvalidArgument("seed must be a finite number")
+    const seed = options.seed
+    if (seed !== undefined && (typeof seed !== "number" || !Number.isSafeInteger(seed) || seed < 0)) {
+      throw new InvalidArgument(`seed must be a safe non-negative integer, got ${show(seed)}`)
+    }
+    this.secure = checkBool("secure", options.secure ?? false)
+    const sd = options.secureDomains ?? []
+    if (!Array.isArray(sd) || sd.some((d) => typeof d !== "string" || d.length === 0)) {
+      throw new InvalidArgument("secureDomains must be an array of non-empty strings")
+    }
+    this.#secureDomains = new Set(sd as readonly string[])
+    const ip = options.idlePasses ?? 1
+    if (typeof ip !== "number" || !Number.isSafeInteger(ip) || ip < 0 || ip > 254) throw new InvalidArgument(`idlePasses must be an integer from 0 to 254, got ${show(ip)}`)
+    this.idlePasses = ip
+    // Secret key material: 128 bits from the OS CSPRNG unless a test fixed the seed.
+    const material = seed === undefined ? secretWords(4) : expandSeed(seed)
     this.#wordsPerPage = pool.pageSize >>> 2
-    this.key = options.checksum !== undefined ? fromBytesChecksum(options.checksum) : makeSampledKey(this.#wordsPerPage, seed)
+    this.key = options.checksum !== undefined ? guarded(pool, fromBytesChecksum(options.checksum)) : makeSampledKey(this.#wordsPerPage, material)
+    this.checksum = makeFullChecksum(material)
     this.zeroKey = this.key(pool.words[0]!, 0, this.#wordsPerPage)
     pool.observer = this
   }
@@ -140,6 +214,21 @@ export class MergeCore implements SharingObserver {
       this.#domainIds.set(domain, id)
     }
     return domainSalt(id)
+  }
+
+  /**
+   * Whether spaces of `domain` run in secure mode (the engine's `secure`, or `secureDomains`).
+   * Secure mode is VUsion's defence, per domain:
+   * - every candidate page is handled the same whether or not it finds a partner: it is
+   *   write-protected, moved to a random frame and entered in the table (a crowded one as a
+   *   stand-in entry no lookup finds), and its first write always copies (never reused in place);
+   * - frames given out by copy-on-write, unmerge and merging come from a random free frame;
+   * - a page is a candidate only after `idlePasses` earlier passes found it unwritten;
+   * - pages of different domains merge only when constant (one repeated byte) and both secure,
+   *   unless `mergeAcrossDomains` allows everything.
+   */
+  isSecureDomain(domain: unknown): boolean {
+    return this.secure || (typeof domain === "string" && this.#secureDomains.has(domain))
   }
 
   /** Unsalted key of frame `f`. */
@@ -161,8 +250,8 @@ export class MergeCore implements SharingObserver {
    * so the call either completes or throws having changed nothing.
    */
   merge(space: PagedSpace, p0: number, p1: number): MergeReport {
-    const report: MergeReport = { scanned: 0, merged: 0, zeroMapped: 0, inserted: 0, alreadyMerged: 0, skipped: { unpopulated: 0, pinned: 0, crowded: 0 } }
-    this.table.reserve(p1 - p0)
+    const report: MergeReport = { scanned: 0, merged: 0, zeroMapped: 0, inserted: 0, alreadyMerged: 0, skipped: { unpopulated: 0, pinned: 0, crowded: 0, notIdle: 0 } }
+    this.prepareMerge(space, p0, p1)
     this.mergeCalls++
     const salt = this.saltOf(space.domain)
     for (let pi = p0; pi < p1; pi++) {
@@ -174,15 +263,47 @@ export class MergeCore implements SharingObserver {
         case Outcome.Unpopulated: report.skipped.unpopulated++; break
         case Outcome.Pinned: report.skipped.pinned++; break
         case Outcome.Crowded: report.skipped.crowded++; break
+        case Outcome.NotIdle: report.skipped.notIdle++; break
       }
     }
     report.scanned = p1 - p0
+    // merge() reserved an entry per page; give back what the range did not use.
+    this.table.shrink(this.#entryMoved)
+    this.scan?.rangeMerged?.(space, p0, p1)
     return report
   }
 
   /**
+   * Reserve what merging pages [p0, p1) of `space` may need, so that {@link mergePage} cannot
+   * fail midway: one table entry per page and, in a secure space, the frames its moves to
+   * random frames need (one, plus one per candidate whose frame a fork shares). Throws
+   * OutOfMemory having changed nothing. Policies call it before handing pages to mergePage.
+   */
+  prepareMerge(space: PagedSpace, p0: number, p1: number): void {
+    this.table.reserve(p1 - p0)
+    if (!space.secure) return
+    const pool = this.pool
+    const idle = space.idle!
+    const passes = this.idlePasses
+    let need = 0
+    let any = 0
+    for (let pi = p0; pi < p1; pi++) {
+      const f = space.pte[pi]!
+      const fl = space.pflags[pi]!
+      if (f === ZERO_FRAME || (fl & (PAGE_PINNED | PAGE_MERGED)) !== 0 || (pool.flags[f]! & FRAME_KSM) !== 0) continue
+      // Only pages this pass may merge can move (the test #idleEnough will make).
+      if (passes !== 0 && ((fl & PAGE_WRITABLE) !== 0 || idle[pi]! < passes)) continue
+      any = 1
+      if (pool.refcount[f]! > 1) need++
+    }
+    pool.ensureFree(need + any, "merge")
+  }
+
+  /**
    * Merge one page the SKSM way: zero page, else an identical table frame, else insert the
-   * page itself as a new table frame. The caller reserved one table entry.
+   * page itself as a new table frame. The caller reserved one table entry (and, for a secure
+   * space, frames: {@link prepareMerge}). Each call is one "pass" over the page for secure
+   * mode's idle count.
    */
   mergePage(space: PagedSpace, pi: number, salt: number): Outcome {
     const fl = space.pflags[pi]!
@@ -191,6 +312,9 @@ export class MergeCore implements SharingObserver {
     if ((fl & PAGE_PINNED) !== 0) return Outcome.Pinned
     if ((fl & PAGE_MERGED) !== 0) return Outcome.AlreadyMerged
     const pool = this.pool
+    const secure = space.secure
+    // Secure mode's working-set estimation: arm the page, merge only once it stayed unwritten.
+    if (secure && !this.#idleEnough(space, pi, fl)) return Outcome.NotIdle
     // 1. write-protect: from here on a host write would fault and copy.
     space.pflags[pi] = fl & ~PAGE_WRITABLE
     if ((pool.flags[f]! & FRAME_KSM) !== 0) {
@@ -199,12 +323,15 @@ export class MergeCore implements SharingObserver {
       this.#join(space, pi, pool.entry[f]!)
       return Outcome.Merged
     }
-    const raw = this.keyOf(f)
-    if (this.useZeroPages && raw === this.zeroKey && pool.isZero(f)) {
+    // Zero test before the key: an all-zero page then costs one streaming memcmp and no key
+    // (bench/merge: all-zero merge 2-3x faster); any other page almost always fails on its first word.
+    if (this.useZeroPages && pool.words[f >>> pool.slabShift]![(f & pool.slabMask) * this.#wordsPerPage] === 0 && pool.isZero(f)) {
       this.mapZero(space, pi)
       return Outcome.ZeroMapped
     }
-    const key = (raw ^ salt) >>> 0
+    // Constant pages of secure spaces share one salt: they may merge across secure domains.
+    const s = secure && salt !== 0 && this.#isConstant(f) ? 0 : salt
+    const key = (this.keyOf(f) ^ s) >>> 0
     // 2. compare in full against every candidate with this key; keep the fullest one with room.
     const e = this.findCandidate(f, key)
     if (e >= 0) {
@@ -213,7 +340,13 @@ export class MergeCore implements SharingObserver {
       return Outcome.Merged
     }
     if (e === CROWDED) {
-      space.pflags[pi] = fl
+      if (!secure) {
+        space.pflags[pi] = fl
+        return Outcome.Crowded
+      }
+      // Secure: a stand-in entry, so the page behaves exactly like an inserted one.
+      this.#moveToRandom(space, pi)
+      this.#enter(space, pi, key, true)
       return Outcome.Crowded
     }
     this.insertUnique(space, pi, key)
@@ -221,25 +354,136 @@ export class MergeCore implements SharingObserver {
   }
 
   /**
+   * Secure mode's idle test, one pass: a writable or never-armed page is armed (write-protected,
+   * count 1) and waits; an armed page still write-protected was not written since (any write
+   * faults, and the fault clears the count), so its count grows. Merge when the count shows
+   * `idlePasses` passes after arming.
+   */
+  #idleEnough(space: PagedSpace, pi: number, fl: number): boolean {
+    const idle = space.idle!
+    let n = idle[pi]!
+    if ((fl & PAGE_WRITABLE) !== 0 || n === 0) {
+      n = 1
+      space.pflags[pi] = fl & ~PAGE_WRITABLE
+    } else if (n < 255) {
+      n++
+    }
+    idle[pi] = n
+    return n - 1 >= this.idlePasses
+  }
+
+  /** Frame `f` holds one byte value repeated (a "constant page", Windows 1903's cross-domain class). */
+  #isConstant(f: number): boolean {
+    const pool = this.pool
+    const w = pool.words[f >>> pool.slabShift]!
+    const o = (f & pool.slabMask) * this.#wordsPerPage
+    const v = w[o]!
+    if (v !== Math.imul(v & 0xff, 0x01010101) >>> 0) return false
+    const end = o + this.#wordsPerPage
+    for (let i = o + 1; i < end; i++) if (w[i] !== v) return false
+    return true
+  }
+
+  /**
+   * Secure mode: copy page `pi` into a random free frame (VUsion's move_to_another_page), so a
+   * table frame's place in memory is not the one its first writer chose. Needs a reserved frame.
+   */
+  #moveToRandom(space: PagedSpace, pi: number): void {
+    const pool = this.pool
+    const f = space.pte[pi]!
+    const nf = pool.allocRandom(false)
+    pool.copy(f, nf)
+    pool.refcount[nf] = 1
+    space.pte[pi] = nf
+    pool.decref(f)
+  }
+
+  /**
    * The table entry holding content identical to frame `f` under `key` that can take one
    * more mapper (the first such dup, as stable_node_dup without pruning), or NO_CANDIDATE, or
-   * CROWDED when `maxCandidates` equal-key entries were compared without a usable match.
+   * CROWDED. A lookup compares at most `maxCandidates` equal-key entries and visits at most
+   * `maxWalk` bucket entries; when the sampled key's chain is cut short it looks again under
+   * the page's second-level key (keyed full-page checksum, {@link secondKey}), with the same
+   * bounds. CROWDED: both levels were cut short without an identical entry. Work per call:
+   * at most 2 * maxCandidates memcmps, 2 * maxWalk entries and one full checksum.
    */
   findCandidate(f: number, key: number): number {
+    this.#hintFrame = f
+    this.#hintKey = key
+    this.#hintPlace = key
+    const e = this.#find(f, key)
+    if (e >= 0 || e === NO_CANDIDATE) return e
+    // Cut short: the second level may hold a match (or a dup with room placed there earlier).
+    const k2 = secondKey(this.checksumOf(f), key)
+    const e2 = this.#find(f, k2)
+    if (e2 >= 0) return e2
+    // Identical entries all full at level one: a new dup joins its siblings there.
+    if (e === FULL_CUT) return NO_CANDIDATE
+    this.#hintPlace = k2
+    return e2 === CROWDED ? CROWDED : NO_CANDIDATE
+  }
+
+  /** One bounded lookup level: an entry, NO_CANDIDATE (chain done), CROWDED or FULL_CUT (cut short). */
+  #find(f: number, key: number): number {
     const table = this.table
     const pool = this.pool
     const max = this.maxPageSharing
+    const maxCandidates = this.maxCandidates
+    const maxWalk = this.maxWalk
     let compared = 0
+    let visited = 0
     let identicalFull = false
+    let r = NO_CANDIDATE
     // New entries go to the bucket head, so the newest dup (the one with room) is met first.
     for (let e = table.head(key); e !== -1; e = table.next[e]!) {
+      if (++visited > maxWalk || (table.key[e] === key && ++compared > maxCandidates)) {
+        r = identicalFull ? FULL_CUT : CROWDED
+        visited--
+        break
+      }
       if (table.key[e] !== key) continue
-      if (++compared > this.maxCandidates) return identicalFull ? NO_CANDIDATE : CROWDED
       if (pool.compare(table.frame[e]!, f) !== 0) continue
-      if (table.mappers(e) < max) return e
+      if (table.mappers(e) < max) {
+        r = e
+        break
+      }
       identicalFull = true
     }
-    return NO_CANDIDATE
+    this.lookupVisits += visited
+    this.lookupCompares += compared > maxCandidates ? maxCandidates : compared
+    return r
+  }
+
+  /** Key to insert frame `f` under: the sampled `key`, or its second level when that chain is crowded. */
+  #placeKey(f: number, key: number): number {
+    // Right after findCandidate on this frame and key (the usual case): where that lookup ended.
+    if (f === this.#hintFrame && key === this.#hintKey) return this.#hintPlace
+    const table = this.table
+    let equal = 0
+    let visited = 0
+    let crowded = false
+    for (let e = table.head(key); e !== -1; e = table.next[e]!) {
+      if (++visited > this.maxWalk || (table.key[e] === key && ++equal > this.maxCandidates)) {
+        crowded = true
+        break
+      }
+    }
+    this.lookupVisits += visited
+    if (!crowded) return key
+    // Crowded: a dup of content already at level one still goes there (bounded memcmps).
+    let compared = 0
+    let walked = 0
+    for (let e = table.head(key); e !== -1 && compared < this.maxCandidates && walked < this.maxWalk; e = table.next[e]!) {
+      walked++
+      if (table.key[e] !== key) continue
+      compared++
+      if (this.pool.compare(table.frame[e]!, f) === 0) {
+        this.lookupCompares += compared
+        return key
+      }
+    }
+    this.lookupCompares += compared
+    return secondKey(this.checksumOf(f), key)
   }
 
   /** Map page `pi` to the zero frame as a merge-placed zero page (ksm_map_zero_page). */
@@ -263,11 +507,23 @@ export class MergeCore implements SharingObserver {
     this.#join(space, pi, e)
   }
 
-  /** Insert page `pi`'s own frame as a new table frame with no partner (SKSM's hash_add). */
+  /**
+   * Insert page `pi`'s own frame as a new table frame with no partner (SKSM's hash_add), under
+   * `key` (the key findCandidate was given) or, if that chain is crowded, its second level.
+   * A secure space's page moves to a random frame first: reserve a frame (prepareMerge).
+   */
   insertUnique(space: PagedSpace, pi: number, key: number): number {
+    const place = this.#placeKey(space.pte[pi]!, key)
+    this.#hintFrame = -1
+    if (space.secure) this.#moveToRandom(space, pi)
+    return this.#enter(space, pi, place, false)
+  }
+
+  /** Make page `pi`'s frame a table frame with one mapper (detached: a secure stand-in). */
+  #enter(space: PagedSpace, pi: number, key: number, detached: boolean): number {
     const pool = this.pool
     const f = space.pte[pi]!
-    const e = this.table.insert(f, key, 1)
+    const e = detached ? this.table.insertDetached(f, key, 1) : this.table.insert(f, key, 1)
     pool.flags[f]! |= FRAME_KSM
     pool.entry[f] = e
     space.pflags[pi] = (space.pflags[pi]! | PAGE_MERGED) & ~PAGE_WRITABLE
@@ -319,6 +575,7 @@ export class MergeCore implements SharingObserver {
   frameMoved(from: number, to: number): void {
     const e = this.pool.entry[from]!
     if (e >= 0) this.table.frame[e] = to
+    if (from === this.#hintFrame) this.#hintFrame = -1 // the hint names a frame, which just moved
   }
 
   // ---------------------------------------------------------------- unmerge (MADV_UNMERGEABLE)
@@ -331,7 +588,7 @@ export class MergeCore implements SharingObserver {
       const fl = space.pflags[pi]!
       const f = space.pte[pi]!
       if ((fl & PAGE_KSM_ZERO) !== 0) need++
-      else if (f !== ZERO_FRAME && (pool.flags[f]! & FRAME_KSM) !== 0 && (pool.refcount[f]! > 1 || !pool.reuseSoleKsm)) need++
+      else if (f !== ZERO_FRAME && (pool.flags[f]! & FRAME_KSM) !== 0 && (pool.refcount[f]! > 1 || !pool.reuseSoleKsm || space.secure)) need++
     }
     return need
   }
@@ -342,8 +599,14 @@ export class MergeCore implements SharingObserver {
    * stays). Reserves every frame first. Returns the number of pages unshared.
    */
   unmerge(space: PagedSpace, p0: number, p1: number): number {
+    this.pool.ensureFree(this.#unmergeNeed(space, p0, p1), "unmerge")
+    return this.#unmergeReserved(space, p0, p1)
+  }
+
+  /** unmerge() once its frames are reserved: cannot fail. */
+  #unmergeReserved(space: PagedSpace, p0: number, p1: number): number {
     const pool = this.pool
-    pool.ensureFree(this.#unmergeNeed(space, p0, p1), "unmerge")
+    const secure = space.secure
     let n = 0
     for (let pi = p0; pi < p1; pi++) {
       const fl = space.pflags[pi]!
@@ -353,13 +616,14 @@ export class MergeCore implements SharingObserver {
       if ((fl & PAGE_MERGED) !== 0) this.mergedPageLeft(f)
       let nf: number
       if (ksmZero) {
-        nf = pool.allocZeroed()
+        nf = secure ? pool.allocRandom(true) : pool.allocZeroed()
         space.ksmZeroPages--
         pool.ksmZeroPages--
-      } else if (pool.refcount[f] === 1 && (pool.flags[f]! & FRAME_KSM) === 0 && pool.reuseSoleKsm) {
+      } else if (pool.refcount[f] === 1 && (pool.flags[f]! & FRAME_KSM) === 0 && pool.reuseSoleKsm && !secure) {
         nf = f // it left the table and only this page maps it: it is private already
       } else {
-        nf = pool.alloc()
+        // Secure: merged or not, every table page pays the same copy into a random frame.
+        nf = secure ? pool.allocRandom(false) : pool.alloc()
         pool.copy(f, nf)
       }
       if (nf !== f) {
@@ -369,6 +633,8 @@ export class MergeCore implements SharingObserver {
       }
       const rest = fl & ~(PAGE_MERGED | PAGE_KSM_ZERO)
       space.pflags[pi] = (rest & PAGE_UFFD_WP) !== 0 ? rest : rest | PAGE_WRITABLE
+      // Writable without a fault: the idle count must restart (a write would not clear it now).
+      if (space.idle !== null) space.idle[pi] = 0
       n++
     }
     return n
@@ -379,7 +645,8 @@ export class MergeCore implements SharingObserver {
     let need = 0
     for (const s of spaces) need += this.#unmergeNeed(s, 0, s.pages)
     this.pool.ensureFree(need, "unmerge")
-    for (const s of spaces) this.unmerge(s, 0, s.pages)
+    // One reservation for every space: a per-space one could fail after earlier spaces changed.
+    for (const s of spaces) this.#unmergeReserved(s, 0, s.pages)
     this.scan?.resetForUnmergeAll()
   }
 
@@ -387,7 +654,7 @@ export class MergeCore implements SharingObserver {
 
   /** max_page_sharing: InvalidArgument below 2, Busy while pages are shared (as the kernel). */
   setMaxPageSharing(n: number): void {
-    if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 2) throw new InvalidArgument(`maxPageSharing must be an integer >= 2, got ${String(n)}`)
+    if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 2) throw new InvalidArgument(`maxPageSharing must be an integer >= 2, got ${show(n)}`)
     if (n === this.maxPageSharing) return
     if (this.pagesShared !== 0) throw new Busy(`maxPageSharing cannot change while ${this.pagesShared} pages are shared; unmergeAll() first`)
     this.maxPageSharing = n
@@ -451,7 +718,21 @@ export class MergeCore implements SharingObserver {
   }
 }
 
+/** Run user code (an injected checksum) with the engine marked busy: reentrant calls throw Busy. */
+function guarded(pool: FramePool, hash: PageHash): PageHash {
+  return (words, start, count) => {
+    pool.busy++
+    try {
+      return hash(words, start, count)
+    } finally {
+      pool.busy--
+    }
+  }
+}
+
 /** findCandidate: nothing identical with room. */
 export const NO_CANDIDATE = -1
 /** findCandidate: too many equal-key entries to look through. */
 export const CROWDED = -2
+/** #find: cut short, but an identical entry (full) was seen: a new dup may be made. */
+const FULL_CUT = -3

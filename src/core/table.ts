@@ -10,6 +10,8 @@
 import { OutOfMemory } from "../errors.ts"
 
 const NONE = -1
+/** `next` of an entry linked into no bucket (secure mode's stand-ins for crowded pages). */
+const DETACHED = -2
 const MAPPERS_SATURATED = 0xffff
 
 /** A chained hash table of merge-table frames. */
@@ -99,11 +101,31 @@ export class MergeTable {
     return e
   }
 
+  /**
+   * Insert `frame` as an entry no lookup can find (linked into no bucket). Secure mode uses it
+   * for a candidate whose key is crowded: the page gets the same write-protected table state
+   * as every other candidate, so its write cost does not reveal the crowding. Call reserve first.
+   */
+  insertDetached(frame: number, key: number, mappers: number): number {
+    if (this.#freeHead === NONE) this.reserve(1)
+    const e = this.#freeHead
+    this.#freeHead = this.next[e]!
+    this.frame[e] = frame
+    this.key[e] = key
+    this.next[e] = DETACHED
+    this.setMappers(e, mappers)
+    this.#count++
+    this.version++
+    return e
+  }
+
   /** Unlink entry `e` and put it on the free list. */
   remove(e: number): void {
     const b = this.key[e]! & this.#mask
     let p = this.#buckets[b]!
-    if (p === e) {
+    if (this.next[e] === DETACHED) {
+      // Linked into no bucket: nothing to unlink.
+    } else if (p === e) {
       this.#buckets[b] = this.next[e]!
     } else {
       while (this.next[p] !== e) p = this.next[p]!
@@ -117,10 +139,66 @@ export class MergeTable {
     this.version++
   }
 
-  /** Every live entry, for statistics and checks (cold). */
+  /**
+   * Give back the room a worst-case reserve left unused: when under two thirds of the
+   * entry slots are live, renumber the live entries densely (bucket order kept, so the
+   * newest dup stays first) into arrays sized for them. `moved(from, to)` is told of every
+   * renumbered entry so back-pointers follow. Best effort: if memory is refused, nothing changes.
+   */
+  shrink(moved: (from: number, to: number) => void): void {
+    const live = this.#count
+    if (this.#capacity <= 64 || this.#capacity * 2 <= live * 3) return
+    const cap = Math.max(64, Math.ceil(live * 1.125))
+    let frame: Int32Array, key: Uint32Array, next: Int32Array, mappers: Uint16Array
+    try {
+      frame = new Int32Array(cap).fill(NONE)
+      key = new Uint32Array(cap)
+      next = new Int32Array(cap)
+      mappers = new Uint16Array(cap)
+    } catch {
+      return
+    }
+    const order = this.entries()
+    let renumber: Int32Array
+    try {
+      renumber = new Int32Array(this.#capacity)
+    } catch {
+      return
+    }
+    for (let i = 0; i < order.length; i++) renumber[order[i]!] = i
+    const overflow = new Map<number, number>()
+    for (let i = 0; i < order.length; i++) {
+      const e = order[i]!
+      frame[i] = this.frame[e]!
+      key[i] = this.key[e]!
+      const n = this.next[e]!
+      next[i] = n === DETACHED || n === NONE ? n : renumber[n]!
+      mappers[i] = this.#mappers[e]!
+      if (this.#mappers[e] === MAPPERS_SATURATED) overflow.set(i, this.#overflow.get(e)!)
+    }
+    for (let b = 0; b <= this.#mask; b++) {
+      const h = this.#buckets[b]!
+      if (h !== NONE) this.#buckets[b] = renumber[h]!
+    }
+    this.#freeHead = NONE
+    for (let e = cap - 1; e >= live; e--) {
+      next[e] = this.#freeHead
+      this.#freeHead = e
+    }
+    this.frame = frame
+    this.key = key
+    this.next = next
+    this.#mappers = mappers
+    this.#overflow = overflow
+    this.#capacity = cap
+    for (let i = 0; i < order.length; i++) if (order[i] !== i) moved(order[i]!, i)
+  }
+
+  /** Every live entry (detached ones included), for statistics and checks (cold). */
   entries(): number[] {
     const out: number[] = []
     for (let b = 0; b <= this.#mask; b++) for (let e = this.#buckets[b]!; e !== NONE; e = this.next[e]!) out.push(e)
+    for (let e = 0; e < this.#capacity; e++) if (this.next[e] === DETACHED && this.frame[e] !== NONE) out.push(e)
     return out
   }
 

@@ -6,7 +6,9 @@
  * Frame 0 is the engine's zero frame (ZERO_PAGE): never written, never freed,
  * never moved. Every unpopulated page and every merge-placed zero page maps it.
  */
-import { InvalidArgument, OutOfMemory } from "../errors.ts"
+import { Busy, InvalidArgument, OutOfMemory } from "../errors.ts"
+import { makeRandom, type RandomU32 } from "./random.ts"
+import { show } from "./validate.ts"
 
 /** Frame flag: the frame is in the merge table (a KSM page); never reused in place on write. */
 export const FRAME_KSM = 1
@@ -39,6 +41,13 @@ export interface FramePoolOptions {
 const EMPTY_I32 = new Int32Array(0)
 
 /**
+ * Placement classes of non-full slabs: 0 = empty, 1..31 = used fraction (finer at the low end
+ * of nothing). Allocation takes the highest non-empty class, so frames go to the fullest slabs
+ * and sparse slabs drain, which is what lets compaction release them with few moves.
+ */
+const CLASSES = 32
+
+/**
  * The frame allocator. Hot paths read the public typed arrays directly:
  * `slabs[f >>> slabShift]` holds frame `f` at byte `(f & slabMask) << pageShift`.
  */
@@ -68,12 +77,24 @@ export class FramePool {
   /** Merge-table entry of a FRAME_KSM frame (kernel: page->mapping -> stable node). */
   entry: Int32Array = EMPTY_I32
 
-  /** Free frames, a stack. */
-  #free: Int32Array = EMPTY_I32
+  /** Next free frame in the same slab (an intrusive list per slab), or -1. */
+  /** Per slab: first free frame, or -1. */
+  #slabFreeHead: Int32Array = EMPTY_I32
+  /** Per slab: placement class it is listed under, or -1 (full or released). */
+  #slabClass: Int8Array = new Int8Array(0)
+  /** Per slab: neighbours in its class list (doubly linked, so relisting is O(1)). */
+  #slabNext: Int32Array = EMPTY_I32
+  #slabPrev: Int32Array = EMPTY_I32
+  /** Per class: first slab, or -1. */
+  #classHead: Int32Array = new Int32Array(CLASSES).fill(-1)
+  /** Bit c set when class c has a slab: the allocator's O(1) "fullest non-full slab". */
+  #classBits = 0
   #freeCount = 0
   #capacity = 0
   #bytesReserved = 0
   #inUse = 0
+  /** Frames returned to the free list since the pool was made (monotonic; the auto-compaction trigger reads it). */
+  frees = 0
   /** Merge-placed zero-page PTEs across all spaces (kernel: ksm_zero_pages). */
   ksmZeroPages = 0
   /** Copy-on-write faults that copied a frame, all spaces. */
@@ -92,15 +113,15 @@ export class FramePool {
   constructor(options: FramePoolOptions = {}) {
     const pageSize = options.pageSize ?? 4096
     if (typeof pageSize !== "number" || !Number.isInteger(pageSize) || pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) {
-      throw new InvalidArgument(`pageSize must be a power of two from 512 to 65536, got ${String(pageSize)}`)
+      throw new InvalidArgument(`pageSize must be a power of two from 512 to 65536, got ${show(pageSize)}`)
     }
     const maxMemoryBytes = options.maxMemoryBytes ?? Number.POSITIVE_INFINITY
-    if (typeof maxMemoryBytes !== "number" || Number.isNaN(maxMemoryBytes) || maxMemoryBytes < pageSize) {
-      throw new InvalidArgument(`maxMemoryBytes must be a number >= pageSize, got ${String(maxMemoryBytes)}`)
+    if (typeof maxMemoryBytes !== "number" || !(Number.isSafeInteger(maxMemoryBytes) || maxMemoryBytes === Number.POSITIVE_INFINITY) || maxMemoryBytes < pageSize) {
+      throw new InvalidArgument(`maxMemoryBytes must be Infinity or a safe integer >= pageSize, got ${show(maxMemoryBytes)}`)
     }
     const slabBytes = options.slabBytes ?? Math.max(1 << 20, pageSize)
     if (typeof slabBytes !== "number" || !Number.isInteger(slabBytes) || slabBytes < pageSize || slabBytes > 1 << 30 || (slabBytes & (slabBytes - 1)) !== 0) {
-      throw new InvalidArgument(`slabBytes must be a power of two from pageSize to 1 GiB, got ${String(slabBytes)}`)
+      throw new InvalidArgument(`slabBytes must be a power of two from pageSize to 1 GiB, got ${show(slabBytes)}`)
     }
     this.pageSize = pageSize
     this.pageShift = Math.log2(pageSize)
@@ -130,7 +151,8 @@ export class FramePool {
   }
   /** Bytes of per-frame metadata (typed arrays), honest to their allocated length. */
   get metadataBytes(): number {
-    return this.refcount.byteLength + this.flags.byteLength + this.entry.byteLength + this.#free.byteLength + this.slabUsed.byteLength
+    const perSlab = this.slabUsed.byteLength + this.#slabFreeHead.byteLength + this.#slabClass.byteLength + this.#slabNext.byteLength + this.#slabPrev.byteLength
+    return this.refcount.byteLength + this.flags.byteLength + this.entry.byteLength + perSlab
   }
   /** Slots in the per-frame arrays (highest frame id + 1 that may exist). */
   get capacity(): number {
@@ -143,6 +165,7 @@ export class FramePool {
    * Call before any state change of an operation that allocates.
    */
   ensureFree(n: number, site = "alloc"): void {
+    if (this.busy !== 0) this.assertIdle()
     if (n <= 0) return
     if (this.failpoint !== null) this.failpoint(site)
     if (this.#freeCount >= n) return
@@ -151,7 +174,11 @@ export class FramePool {
 
   /** Allocate a frame; its contents are whatever the frame last held. Call ensureFree first. */
   alloc(): number {
-    if (this.#freeCount === 0) this.#reserve(1)
+    if (this.#freeCount === 0) {
+      // Unreserved: the caller skipped ensureFree. Fault injection fails it here to expose that.
+      if (this.failpoint !== null) this.failpoint("unreserved")
+      this.#reserve(1)
+    }
     return this.#pop()
   }
 
@@ -167,10 +194,14 @@ export class FramePool {
   /** Return frame `f` to the free list. Its refcount must already be 0. */
   free(f: number): void {
     this.flags[f] = 0
-    this.entry[f] = -1
-    this.#free[this.#freeCount++] = f
-    this.slabUsed[f >>> this.slabShift]!--
+    const s = f >>> this.slabShift
+    // A free frame has no table entry, so its `entry` slot links the slab's free list.
+    this.entry[f] = this.#slabFreeHead[s]!
+    this.#slabFreeHead[s] = f
+    this.#freeCount++
     this.#inUse--
+    this.frees++
+    this.#relist(s, --this.slabUsed[s]!)
   }
 
   /** Drop one page-table reference to `f`; frees it at zero. The zero frame is ignored. */
@@ -213,12 +244,57 @@ export class FramePool {
     return (f & this.slabMask) << this.pageShift
   }
 
-  /** Pop the free stack, preferring nothing in particular (LIFO keeps recycled frames hot). */
+  /**
+   * Take a free frame from the fullest non-full slab (highest placement class; within a slab,
+   * the most recently freed frame). O(1): one clz32 and two list operations. Callers made
+   * sure a frame is free.
+   */
   #pop(): number {
-    const f = this.#free[--this.#freeCount]!
-    this.slabUsed[f >>> this.slabShift]!++
+    const s = this.#classHead[31 - Math.clz32(this.#classBits)]!
+    return this.#popFrom(s)
+  }
+
+  #popFrom(s: number): number {
+    const f = this.#slabFreeHead[s]!
+    this.#slabFreeHead[s] = this.entry[f]!
+    this.entry[f] = -1
+    this.#freeCount--
     this.#inUse++
+    this.#relist(s, ++this.slabUsed[s]!)
     return f
+  }
+
+  /** Placement class of a slab with `used` of `frames` frames in use; -1 when full. */
+  #classOf(used: number, frames: number): number {
+    if (used >= frames) return -1
+    if (used === 0) return 0
+    return 1 + (((used - 1) * (CLASSES - 1)) >>> this.slabShift)
+  }
+
+  /** Move slab `s` to the class list its new `used` count belongs to. */
+  #relist(s: number, used: number): void {
+    const c = this.#classOf(used, this.slabFrames[s]!)
+    const old = this.#slabClass[s]!
+    if (c === old) return
+    if (old >= 0) this.#unlist(s, old)
+    this.#slabClass[s] = c
+    if (c < 0) return
+    const h = this.#classHead[c]!
+    this.#slabNext[s] = h
+    this.#slabPrev[s] = -1
+    if (h >= 0) this.#slabPrev[h] = s
+    this.#classHead[c] = s
+    this.#classBits |= 1 << c
+  }
+
+  #unlist(s: number, c: number): void {
+    const n = this.#slabNext[s]!
+    const p = this.#slabPrev[s]!
+    if (p >= 0) this.#slabNext[p] = n
+    else this.#classHead[c] = n
+    if (n >= 0) this.#slabPrev[n] = p
+    if (this.#classHead[c] === -1) this.#classBits &= ~(1 << c)
+    this.#slabClass[s] = -1
   }
 
   /** Add slabs until `n` frames are free, or throw OutOfMemory having added none. */
@@ -244,7 +320,7 @@ export class FramePool {
     try {
       buffers = sizes.map((b) => Buffer.alloc(b))
     } catch (cause) {
-      throw new OutOfMemory(`the runtime refused ${sizes.length} slab(s): ${String(cause)}`)
+      throw new OutOfMemory(`the runtime refused ${sizes.length} slab(s): ${show(cause)}`)
     }
     // Refill slots that compaction released first, so frame ids stay dense.
     const newSlots: number[] = []
@@ -253,7 +329,8 @@ export class FramePool {
     while (newSlots.length < buffers.length) newSlots.push(next++)
     const maxSlot = Math.max(this.slabs.length - 1, ...newSlots)
     this.#growArrays((maxSlot + 1) * fps, maxSlot + 1)
-    for (let k = 0; k < buffers.length; k++) {
+    // Highest slot first, so the lowest new slab ends up at the head of the empty class.
+    for (let k = buffers.length - 1; k >= 0; k--) {
       const slot = newSlots[k]!
       const buf = buffers[k]!
       this.slabs[slot] = buf
@@ -263,9 +340,13 @@ export class FramePool {
       this.slabFrames[slot] = frames
       this.slabUsed[slot] = 0
       this.#bytesReserved += buf.byteLength
-      // Push highest first so the lowest frame pops first.
+      // The slab's free list runs lowest frame first.
       const base = slot * fps
-      for (let i = frames - 1; i >= 0; i--) this.#free[this.#freeCount++] = base + i
+      for (let i = 0; i < frames; i++) this.entry[base + i] = i + 1 < frames ? base + i + 1 : -1
+      this.#slabFreeHead[slot] = base
+      this.#freeCount += frames
+      this.#slabClass[slot] = -1
+      this.#relist(slot, 0)
     }
   }
 
@@ -277,24 +358,35 @@ export class FramePool {
       this.slabFrames.push(0)
     }
     if (this.slabUsed.length < slots) {
-      const u = new Int32Array(Math.max(slots, this.slabUsed.length * 2))
+      const n = Math.max(slots, this.slabUsed.length * 2)
+      const grow = (a: Int32Array): Int32Array => {
+        const b = new Int32Array(n).fill(-1)
+        b.set(a)
+        return b
+      }
+      const u = new Int32Array(n)
       u.set(this.slabUsed)
+      const cl = new Int8Array(n).fill(-1)
+      cl.set(this.#slabClass)
+      this.#slabFreeHead = grow(this.#slabFreeHead)
+      this.#slabNext = grow(this.#slabNext)
+      this.#slabPrev = grow(this.#slabPrev)
+      this.#slabClass = cl
       this.slabUsed = u
     }
     if (frames <= this.#capacity) return
-    const cap = Math.max(frames, this.#capacity * 2)
+    // Grow by an eighth, not double: these arrays are most of the per-page metadata, and
+    // copying them ~9x over the pool's life is cheap next to the frames they describe.
+    const cap = Math.max(frames, Math.ceil((this.#capacity * 1.125) / this.framesPerSlab) * this.framesPerSlab)
     const rc = new Int32Array(cap)
     rc.set(this.refcount)
     const fl = new Uint8Array(cap)
     fl.set(this.flags)
     const en = new Int32Array(cap).fill(-1)
     en.set(this.entry)
-    const fr = new Int32Array(cap)
-    fr.set(this.#free.subarray(0, this.#freeCount))
     this.refcount = rc
     this.flags = fl
     this.entry = en
-    this.#free = fr
     this.#capacity = cap
   }
 
@@ -305,15 +397,10 @@ export class FramePool {
   releaseSlab(s: number): number {
     const buf = this.slabs[s]
     if (buf === null || buf === undefined || this.slabUsed[s] !== 0 || s === 0) return 0
-    const fps = this.framesPerSlab
-    const lo = s * fps
-    const hi = lo + fps
-    let w = 0
-    for (let r = 0; r < this.#freeCount; r++) {
-      const f = this.#free[r]!
-      if (f < lo || f >= hi) this.#free[w++] = f
-    }
-    this.#freeCount = w
+    // O(1): the slab's frames leave the free list with it.
+    if (this.#slabClass[s]! >= 0) this.#unlist(s, this.#slabClass[s]!)
+    this.#freeCount -= this.slabFrames[s]!
+    this.#slabFreeHead[s] = -1
     this.slabs[s] = null
     this.views[s] = null
     this.words[s] = null
@@ -322,21 +409,108 @@ export class FramePool {
     return buf.byteLength
   }
 
-  /** Take frame `f` off the free list (compaction picks its destination). Returns false if not free. */
+  /**
+   * Take frame `f` off the free list (a caller that must place a frame at one address).
+   * Returns false if `f` is not free. O(free frames in its slab); compaction uses allocFrom.
+   */
   takeFree(f: number): boolean {
-    for (let r = this.#freeCount - 1; r >= 0; r--) {
-      if (this.#free[r] === f) {
-        this.#free[r] = this.#free[--this.#freeCount]!
-        this.slabUsed[f >>> this.slabShift]!++
+    const s = f >>> this.slabShift
+    if (s >= this.slabs.length || this.slabs[s] === null) return false
+    let p = -1
+    for (let q = this.#slabFreeHead[s]!; q !== -1; q = this.entry[q]!) {
+      if (q === f) {
+        if (p === -1) this.#slabFreeHead[s] = this.entry[q]!
+        else this.entry[p] = this.entry[q]!
+        this.entry[q] = -1
+        this.#freeCount--
         this.#inUse++
+        this.#relist(s, ++this.slabUsed[s]!)
         return true
       }
+      p = q
     }
     return false
   }
 
-  /** The free list, for inspection (a copy). */
+  /**
+   * Allocate a free frame of slab `s`, or return -1 if it has none (never grows the pool).
+   * Compaction uses it to place moved frames in the slabs it keeps. O(1).
+   */
+  allocFrom(s: number): number {
+    if (s < 0 || s >= this.slabs.length || this.#slabFreeHead[s]! < 0) return -1
+    return this.#popFrom(s)
+  }
+
+  /** Free frames of slab `s`. */
+  slabFree(s: number): number {
+    return this.slabs[s] == null ? 0 : this.slabFrames[s]! - this.slabUsed[s]!
+  }
+
+  /**
+   * User callbacks of this engine running now (an injected checksum, called mid-merge). While
+   * one runs, every call that may change state throws Busy: the merge that called it holds
+   * frame ids and table positions the call could invalidate.
+   */
+  busy = 0
+
+  /** Throw Busy if a user callback of this engine is running (see {@link busy}). */
+  assertIdle(): void {
+    if (this.busy !== 0) throw new Busy("sksm was called from inside its own callback (an injected checksum); such callbacks must not call the engine")
+  }
+
+  /** Generator behind {@link allocRandom}: xoshiro128** with a secret seed; tests may replace it. */
+  random: RandomU32 = makeRandom()
+
+  /**
+   * Secure mode's allocator (VUsion's randomised pool): a frame drawn uniformly from all free
+   * frames, so where copy-on-write and merging put a page cannot be predicted or steered by
+   * freeing frames in a chosen order. Optionally zeroed. Call ensureFree first. Expected O(1)
+   * probes while a fair share of frames is free, else O(slabs + framesPerSlab); the default
+   * path (alloc) never pays for it.
+   */
+  allocRandom(zeroed: boolean): number {
+    if (this.#freeCount === 0) {
+      if (this.failpoint !== null) this.failpoint("unreserved")
+      this.#reserve(1)
+    }
+    let f = -1
+    // Rejection sampling over frame ids: uniform over the free frames when it hits.
+    for (let t = 0; t < 8 && f < 0; t++) {
+      const c = 1 + (this.random() % (this.#capacity - 1))
+      const s = c >>> this.slabShift
+      if (this.slabs[s] != null && (c & this.slabMask) < this.slabFrames[s]! && this.refcount[c] === 0 && this.takeFree(c)) f = c
+    }
+    if (f < 0) {
+      // Few free frames: take the r-th free frame, counting slab by slab (still uniform).
+      let r = this.random() % this.#freeCount
+      for (let s = 0; s < this.slabs.length; s++) {
+        const n = this.slabFree(s)
+        if (r >= n) {
+          r -= n
+          continue
+        }
+        let c = this.#slabFreeHead[s]!
+        while (r-- > 0) c = this.entry[c]!
+        this.takeFree(c)
+        f = c
+        break
+      }
+    }
+    if (zeroed) {
+      const o = (f & this.slabMask) << this.pageShift
+      this.slabs[f >>> this.slabShift]!.fill(0, o, o + this.pageSize)
+    }
+    return f
+  }
+
+  /** The free list, for inspection (a copy, slab by slab). Cold. */
   freeFrames(): Int32Array {
-    return this.#free.slice(0, this.#freeCount)
+    const out = new Int32Array(this.#freeCount)
+    let k = 0
+    for (let s = 0; s < this.slabs.length; s++) {
+      if (this.slabs[s] === null) continue
+      for (let f = this.#slabFreeHead[s]!; f !== -1; f = this.entry[f]!) out[k++] = f
+    }
+    return out
   }
 }

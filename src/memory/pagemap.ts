@@ -22,7 +22,7 @@ import { InvalidArgument, OutOfBounds } from "../errors.ts"
 import { ZERO_FRAME } from "./frames.ts"
 import { PAGE_KSM_ZERO, PAGE_SOFT_DIRTY, PAGE_UFFD_REG, PAGE_UFFD_WP, PAGE_WRITABLE } from "./flags.ts"
 import type { PagedSpace } from "./space.ts"
-import { checkInt } from "./validate.ts"
+import { checkInt, show } from "./validate.ts"
 
 /**
  * Page categories of PAGEMAP_SCAN, with the kernel's bit values (`PAGE_IS_*` in
@@ -165,9 +165,10 @@ export function categoriesOf(pflags: number, onZeroFrame: boolean): number {
 
 function checkMask(name: string, value: unknown): number {
   if (typeof value !== "number" || !Number.isSafeInteger(value)) {
-    throw new InvalidArgument(`${name} must be an integer of PageCategory bits, got ${String(value)}`)
+    throw new InvalidArgument(`${name} must be an integer of PageCategory bits, got ${show(value)}`)
   }
-  if (value < 0 || (value & ~PAGE_CATEGORIES_ALL) !== 0) {
+  // `&` sees only the low 32 bits: bits above them (2^32 and up) are unknown bits too.
+  if (value < 0 || value > 0xffffffff || (value & ~PAGE_CATEGORIES_ALL) !== 0) {
     throw new InvalidArgument(`${name} has unknown category bits: ${value} (known: 0x${PAGE_CATEGORIES_ALL.toString(16)})`)
   }
   return value
@@ -186,7 +187,7 @@ function optFlag(name: string, value: unknown): boolean {
 function optCount(name: string, value: unknown, ifAbsent: number): number {
   if (value === undefined) return ifAbsent
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
-    throw new InvalidArgument(`${name} must be a non-negative safe integer, got ${String(value)}`)
+    throw new InvalidArgument(`${name} must be a non-negative safe integer, got ${show(value)}`)
   }
   return value
 }

@@ -21,7 +21,7 @@ import {
   PAGE_WRITABLE,
 } from "./flags.ts"
 import { pagemapScan, type PagemapScanArgs, type PagemapScanResult } from "./pagemap.ts"
-import { checkAlignedRange, checkBytes, checkInt, checkIntIn, checkRange } from "./validate.ts"
+import { checkAlignedRange, checkBytes, checkInt, checkIntIn, checkRange, show } from "./validate.ts"
 
 /** Options of `engine.createSpace`. */
 export interface SpaceOptions {
@@ -57,6 +57,18 @@ export class PagedSpace {
   ksmZeroPages = 0
   /** Copy-on-write faults that copied a frame in this space. */
   cowFaults = 0
+  /**
+   * Whether this space's domain runs in secure mode (the engine's `secure` / `secureDomains`),
+   * fixed at creation: its merged and candidate pages always copy on their first write, its
+   * copy-on-write frames come from random free frames, and merging waits for idle pages.
+   */
+  readonly secure: boolean
+  /**
+   * @internal secure mode's idle counts: 0 = not armed, else 1 + merge passes that found the
+   * page unwritten since it was armed. Every write fault and every path that makes a page
+   * writable without a fault resets it. Null outside secure mode.
+   */
+  idle: Uint8Array | null
 
   /** @internal the frame pool; shared by every space of one engine. */
   readonly pool: FramePool
@@ -69,14 +81,16 @@ export class PagedSpace {
   #slabMask: number
   #end: number
   #lastU32: number
+  /** The pool's per-slab DataViews (the same array object for the pool's life). */
+  #views: (DataView | null)[]
   #lastU16: number
 
-  /** @internal use engine.createSpace. */
-  constructor(pool: FramePool, options: SpaceOptions) {
+  /** @internal use engine.createSpace. `secure`: the domain runs in secure mode. */
+  constructor(pool: FramePool, options: SpaceOptions, secure = false) {
     if (typeof options !== "object" || options === null) throw new InvalidArgument("options must be an object { size, name?, domain? }")
     const size = options.size
     if (typeof size !== "number" || !Number.isSafeInteger(size) || size <= 0) {
-      throw new InvalidArgument(`size must be a positive safe integer, got ${String(size)}`)
+      throw new InvalidArgument(`size must be a positive safe integer, got ${show(size)}`)
     }
     if (size % pool.pageSize !== 0) throw new InvalidArgument(`size ${size} is not a multiple of the page size ${pool.pageSize}`)
     const pages = size / pool.pageSize
@@ -92,14 +106,20 @@ export class PagedSpace {
     this.pages = pages
     this.name = options.name ?? `space-${this.id}`
     this.domain = options.domain ?? "default"
+    pool.assertIdle()
+    // Page tables are an allocation point too (createSpace, fork): fault injection can fail it.
+    if (pool.failpoint !== null) pool.failpoint("space")
     this.pte = new Int32Array(pages)
     this.pflags = new Uint8Array(pages)
+    this.secure = secure === true
+    this.idle = this.secure ? new Uint8Array(pages) : null
     this.#shift = pool.pageShift
     this.#mask = pool.pageSize - 1
     this.#slabShift = pool.slabShift
     this.#slabMask = pool.slabMask
     this.#end = size
     this.#lastU32 = size - 4
+    this.#views = pool.views
     this.#lastU16 = size - 2
   }
 
@@ -110,14 +130,18 @@ export class PagedSpace {
 
   /** Bytes of page-table metadata this space holds. */
   get metadataBytes(): number {
-    return this.pte.byteLength + this.pflags.byteLength
+    return this.pte.byteLength + this.pflags.byteLength + (this.idle?.byteLength ?? 0)
   }
 
   // ---------------------------------------------------------------- word access
 
+  // Every accessor tests Number.isInteger(addr) first: it is false for symbols, bigints and
+  // objects without converting them, so a hostile argument never runs valueOf/toString (or
+  // throws a TypeError) before it is refused with a typed error.
+
   /** Read one byte. */
   readU8(addr: number): number {
-    if (!(addr >= 0 && addr < this.#end && Number.isInteger(addr))) this.#badAddr(addr, 1)
+    if (!(Number.isInteger(addr) && addr >= 0 && addr < this.#end)) this.#badAddr(addr, 1)
     const off = addr & this.#mask
     const f = this.pte[(addr - off) / this.pageSize]!
     return this.pool.slabs[f >>> this.#slabShift]![((f & this.#slabMask) << this.#shift) + off]!
@@ -125,7 +149,7 @@ export class PagedSpace {
 
   /** Read a little-endian u16; any alignment, may straddle pages. */
   readU16(addr: number): number {
-    if (!(addr >= 0 && addr <= this.#lastU16 && Number.isInteger(addr))) this.#badAddr(addr, 2)
+    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.#lastU16)) this.#badAddr(addr, 2)
     const off = addr & this.#mask
     if (off > this.#mask - 1) return this.readU8(addr) | (this.readU8(addr + 1) << 8)
     const f = this.pte[(addr - off) / this.pageSize]!
@@ -134,17 +158,29 @@ export class PagedSpace {
 
   /** Read a little-endian u32; any alignment, may straddle pages. */
   readU32(addr: number): number {
-    if (!(addr >= 0 && addr <= this.#lastU32 && Number.isInteger(addr))) this.#badAddr(addr, 4)
+    // Fast path: an address below 2^32 (so `>>> 0` is exact) whose 4 bytes sit in one page.
+    if ((addr >>> 0) === addr && addr <= this.#lastU32) {
+      const off = addr & this.#mask
+      if (off <= this.#mask - 3) {
+        const f = this.pte[addr >>> this.#shift]!
+        return this.#views[f >>> this.#slabShift]!.getUint32(((f & this.#slabMask) << this.#shift) + off, true)
+      }
+    }
+    return this.#readU32Slow(addr)
+  }
+
+  #readU32Slow(addr: number): number {
+    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.#lastU32)) this.#badAddr(addr, 4)
     const off = addr & this.#mask
     if (off > this.#mask - 3) return this.#readU32Straddle(addr)
     const f = this.pte[(addr - off) / this.pageSize]!
-    return this.pool.views[f >>> this.#slabShift]!.getUint32(((f & this.#slabMask) << this.#shift) + off, true)
+    return this.#views[f >>> this.#slabShift]!.getUint32(((f & this.#slabMask) << this.#shift) + off, true)
   }
 
-  /** Write one byte (the low 8 bits of value). */
+  /** Write one byte: the low 8 bits of `value`, a safe integer (NaN, fractions, Infinity: InvalidArgument). */
   writeU8(addr: number, value: number): void {
-    if (!(addr >= 0 && addr < this.#end && Number.isInteger(addr))) this.#badAddr(addr, 1)
-    if (typeof value !== "number") this.#badValue(value)
+    if (!(Number.isInteger(addr) && addr >= 0 && addr < this.#end)) this.#badAddr(addr, 1)
+    if (typeof value !== "number" || ((value | 0) !== value && !Number.isSafeInteger(value))) this.#badValue(value)
     const off = addr & this.#mask
     const pi = (addr - off) / this.pageSize
     if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
@@ -152,10 +188,10 @@ export class PagedSpace {
     this.pool.slabs[f >>> this.#slabShift]![((f & this.#slabMask) << this.#shift) + off] = value
   }
 
-  /** Write a little-endian u16 (the low 16 bits of value). */
+  /** Write a little-endian u16: the low 16 bits of `value`, a safe integer. */
   writeU16(addr: number, value: number): void {
-    if (!(addr >= 0 && addr <= this.#lastU16 && Number.isInteger(addr))) this.#badAddr(addr, 2)
-    if (typeof value !== "number") this.#badValue(value)
+    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.#lastU16)) this.#badAddr(addr, 2)
+    if (typeof value !== "number" || ((value | 0) !== value && !Number.isSafeInteger(value))) this.#badValue(value)
     const off = addr & this.#mask
     if (off > this.#mask - 1) return this.#writeStraddle(addr, value, 2)
     const pi = (addr - off) / this.pageSize
@@ -164,16 +200,34 @@ export class PagedSpace {
     this.pool.views[f >>> this.#slabShift]!.setUint16(((f & this.#slabMask) << this.#shift) + off, value, true)
   }
 
-  /** Write a little-endian u32 (the low 32 bits of value). */
+  /**
+   * Write a little-endian u32: the low 32 bits of `value`, a safe integer (so -1 writes
+   * 0xffffffff). NaN, fractions, Infinity and unsafe integers (past 2^53) are InvalidArgument.
+   * The int32 test comes first, so the usual value costs no Number.isSafeInteger call.
+   */
   writeU32(addr: number, value: number): void {
-    if (!(addr >= 0 && addr <= this.#lastU32 && Number.isInteger(addr))) this.#badAddr(addr, 4)
-    if (typeof value !== "number") this.#badValue(value)
+    // Fast path: address below 2^32, 4 bytes in one writable page, an int32/uint32 value.
+    if ((addr >>> 0) === addr && addr <= this.#lastU32 && typeof value === "number" && ((value | 0) === value || (value >>> 0) === value)) {
+      const off = addr & this.#mask
+      const pi = addr >>> this.#shift
+      if (off <= this.#mask - 3 && (this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
+        const f = this.pte[pi]!
+        this.#views[f >>> this.#slabShift]!.setUint32(((f & this.#slabMask) << this.#shift) + off, value, true)
+        return
+      }
+    }
+    this.#writeU32Slow(addr, value)
+  }
+
+  #writeU32Slow(addr: number, value: number): void {
+    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.#lastU32)) this.#badAddr(addr, 4)
+    if (typeof value !== "number" || ((value | 0) !== value && !Number.isSafeInteger(value))) this.#badValue(value)
     const off = addr & this.#mask
     if (off > this.#mask - 3) return this.#writeStraddle(addr, value, 4)
     const pi = (addr - off) / this.pageSize
     if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
     const f = this.pte[pi]!
-    this.pool.views[f >>> this.#slabShift]!.setUint32(((f & this.#slabMask) << this.#shift) + off, value, true)
+    this.#views[f >>> this.#slabShift]!.setUint32(((f & this.#slabMask) << this.#shift) + off, value, true)
   }
 
   #readU32Straddle(addr: number): number {
@@ -195,7 +249,9 @@ export class PagedSpace {
   }
 
   #badValue(value: unknown): never {
-    throw new InvalidArgument(`value must be a number, got ${typeof value}`)
+    this.#live()
+    if (typeof value !== "number") throw new InvalidArgument(`value must be a number, got ${typeof value}`)
+    throw new InvalidArgument(`value must be a safe integer (its low bits are written), got ${show(value)}`)
   }
 
   // ---------------------------------------------------------------- bulk access
@@ -305,7 +361,7 @@ export class PagedSpace {
     if (f === ZERO_FRAME) return true
     if (this.pool.refcount[f]! > 1) return true
     // A sole mapper reuses its frame; a merge-table frame only if the pool allows it (not in secure mode).
-    return (this.pool.flags[f]! & FRAME_KSM) !== 0 && !this.pool.reuseSoleKsm
+    return (this.pool.flags[f]! & FRAME_KSM) !== 0 && (this.secure || !this.pool.reuseSoleKsm)
   }
 
   /**
@@ -326,13 +382,13 @@ export class PagedSpace {
         this.ksmZeroPages--
         pool.ksmZeroPages--
       }
-      const nf = whole ? pool.alloc() : pool.allocZeroed()
+      const nf = this.secure ? pool.allocRandom(!whole) : whole ? pool.alloc() : pool.allocZeroed()
       pool.refcount[nf] = 1
       this.pte[pi] = nf
-    } else if (pool.refcount[f] === 1 && (pool.flags[f]! & FRAME_KSM) === 0 && (!wasKsm || pool.reuseSoleKsm)) {
+    } else if (pool.refcount[f] === 1 && (pool.flags[f]! & FRAME_KSM) === 0 && (!wasKsm || (pool.reuseSoleKsm && !this.secure))) {
       // Sole mapper of a private frame: reuse in place (wp_can_reuse_anon_folio).
     } else {
-      const nf = pool.alloc()
+      const nf = this.secure ? pool.allocRandom(false) : pool.alloc()
       if (!whole) pool.copy(f, nf)
       pool.refcount[nf] = 1
       this.pte[pi] = nf
@@ -341,6 +397,8 @@ export class PagedSpace {
       pool.cowFaults++
     }
     this.pflags[pi] = (fl & ~PAGE_FAULT_CLEARS) | PAGE_WRITABLE | PAGE_SOFT_DIRTY
+    // Secure mode: a write ends the page's idle period.
+    if (this.idle !== null) this.idle[pi] = 0
   }
 
   // ---------------------------------------------------------------- madvise-like
@@ -454,6 +512,8 @@ export class PagedSpace {
         const fl = (pflags[pi]! & ~PAGE_UFFD_WP) | PAGE_UFFD_REG
         pflags[pi] = this.#privateFrame(pi) ? fl | PAGE_WRITABLE : fl
       }
+      // Pages may turn writable without a fault: secure mode's idle counts restart.
+      if (this.idle !== null) this.idle.fill(0, p0, p1)
     }
   }
 
@@ -527,6 +587,7 @@ export class PagedSpace {
    */
   dispose(): void {
     if (this.#disposed) return
+    this.pool.assertIdle()
     const n = this.pages
     for (let pi = 0; pi < n; pi++) {
       const f = this.pte[pi]!
@@ -539,6 +600,7 @@ export class PagedSpace {
     this.#disposed = true
     this.pte = EMPTY_I32
     this.pflags = EMPTY_U8
+    this.idle = null
     // Make every fast path fail its bounds check, so the slow path reports SpaceDisposed.
     this.#end = 0
     this.#lastU32 = -1
@@ -552,5 +614,6 @@ export class PagedSpace {
 
   #live(): void {
     if (this.#disposed) throw new SpaceDisposed(`space ${this.name} was disposed`)
+    if (this.pool.busy !== 0) this.pool.assertIdle()
   }
 }

@@ -267,7 +267,7 @@ describe("model-based: memory model + merge core against a naive reference", () 
   it("under a memory cap, every refused allocation changes nothing", () => {
     fc.assert(
       fc.property(fc.array(opArb, { minLength: 1, maxLength: 60 }), (ops) => run([{ k: "create", pages: 4, domain: 0 }, ...ops], { maxMemoryBytes: 12 * PS })),
-      { numRuns: Number(process.env["SKSM_MODEL_RUNS"] ?? 3000) / 3 },
+      { numRuns: Math.floor(Number(process.env["SKSM_MODEL_RUNS"] ?? 3000) / 3) },
     )
   })
 })

@@ -1,0 +1,381 @@
+/**
+ * Frame compaction: move live frames out of sparsely used slabs into free frames of dense
+ * ones, rewrite every page-table entry that maps a moved frame, and release the slabs that
+ * end up empty, so the process stops holding memory that merging (or discarding) freed.
+ *
+ * sksm keeps no reverse map (frame -> PTEs). The kernel's migration walks a page's rmap, and
+ * for a KSM page that walk is as long as its sharing, which is why max_page_sharing exists.
+ * Here one compaction step instead (1) picks its victim slabs, (2) moves up to a budget of
+ * frames into the slabs it keeps, recording from -> to in a typed array indexed by the
+ * victim's slot, and (3) makes ONE sweep over every live space's `pte`, rewriting the entries
+ * that point into a victim. The sweep reads 4 bytes per page of every space, whatever the
+ * sharing: O(mapped pages) per step, independent of how many pages map one frame. A reverse
+ * map would cost 4-8 bytes per mapped page plus an update on every fault, merge, fork and
+ * zap: the hot paths would pay for a cold operation.
+ *
+ * Invariants kept: the zero frame (slab 0) never moves; frames with FRAME_PINNED never move
+ * (their slab is kept); merge-table frames move with all their mappers and stay in the table
+ * (the SharingObserver's frameMoved makes the entry follow); refcount, flags and entry move
+ * with the frame. Everything a step allocates (plan arrays) is allocated before any frame
+ * moves, and destinations are free frames the pool already holds, so a step either throws
+ * having changed nothing or completes.
+ */
+import { InvalidArgument, OutOfMemory, SksmError } from "../errors.ts"
+import { FRAME_KSM, FRAME_PINNED, type FramePool } from "./frames.ts"
+import type { PagedSpace } from "./space.ts"
+import { show } from "./validate.ts"
+
+/** What one compaction call did (engine.compact / the automatic policy). */
+export interface CompactReport {
+  /** Frames copied to a new address (each is one page of data moved). */
+  framesMoved: number
+  /** Bytes of frame data copied. */
+  bytesMoved: number
+  /** Page-table entries rewritten to follow moved frames (>= framesMoved when frames are shared). */
+  pagesRewritten: number
+  /** Page-table entries read by the sweep (every page of every live space; 0 when nothing moved). */
+  pagesSwept: number
+  /** Slabs the pool dropped (their buffers are no longer referenced by the engine). */
+  slabsReleased: number
+  /** Bytes of slab memory released: what the process can give back once the GC runs. */
+  bytesReleased: number
+  /**
+   * Frames still to move to release every slab the current plan can free (0 when `done`).
+   * An estimate: later writes and merges change it.
+   */
+  framesRemaining: number
+  /** True when no further compaction can release a slab now (call again only after frees). */
+  done: boolean
+  /** Wall time of the call in milliseconds. */
+  ms: number
+}
+
+/** A fresh, empty report. */
+export function emptyCompactReport(): CompactReport {
+  return { framesMoved: 0, bytesMoved: 0, pagesRewritten: 0, pagesSwept: 0, slabsReleased: 0, bytesReleased: 0, framesRemaining: 0, done: true, ms: 0 }
+}
+
+/**
+ * One compaction step over `pool` and the page tables of `spaces` (every live space of the
+ * pool: a space left out would keep stale frame ids). Moves at most `budget` frames
+ * (Infinity: as many as it takes). Empty slabs are released without counting against the
+ * budget. Throws OutOfMemory having changed nothing if its plan arrays cannot be allocated,
+ * and Busy if called from inside a user callback of the engine.
+ */
+export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budget: number): CompactReport {
+  const t0 = performance.now()
+  // Not from inside a user callback: the merge that called it holds frame ids.
+  if (pool.busy !== 0) pool.assertIdle()
+  if (pool.failpoint !== null) pool.failpoint("compact")
+  const report = emptyCompactReport()
+  const nSlots = pool.slabs.length
+  const fps = pool.framesPerSlab
+  const shift = pool.slabShift
+  const used = pool.slabUsed
+  const flags = pool.flags
+  const refcount = pool.refcount
+
+  // ---- plan (no state change) -----------------------------------------------------------
+  // Empty slabs: released as they are. Non-empty ones other than slab 0 (zero frame) are
+  // candidates, unless they hold a pinned frame (checked only for the would-be victims).
+  const empty: number[] = []
+  const candidates: number[] = []
+  const kept: number[] = [0]
+  let freeInNonEmpty = 0
+  for (let s = 0; s < nSlots; s++) {
+    if (pool.slabs[s] === null) continue
+    const u = used[s]!
+    if (u === 0 && s !== 0) {
+      empty.push(s)
+      continue
+    }
+    freeInNonEmpty += pool.slabFrames[s]! - u
+    if (s !== 0) candidates.push(s)
+  }
+  // Evacuating the sparsest slabs moves the fewest frames per slab released. A set of victims
+  // fits when their frames (used + free) do not exceed the free frames of all non-empty slabs:
+  // sum(used_v) <= freeAll - sum(free_v).
+  candidates.sort((a, b) => used[a]! - used[b]! || b - a)
+  const victims: number[] = []
+  let victimFrames = 0
+  let toMove = 0
+  for (const s of candidates) {
+    const frames = pool.slabFrames[s]!
+    if (victimFrames + frames > freeInNonEmpty || hasPinned(flags, s * fps, frames)) {
+      kept.push(s)
+      continue
+    }
+    victimFrames += frames
+    toMove += used[s]!
+    victims.push(s)
+  }
+  // This step touches victims in order until the budget is spent.
+  let touched = 0
+  for (let acc = 0; touched < victims.length && acc < budget; touched++) acc += used[victims[touched]!]!
+  // Destinations: kept slabs, fullest first, so they fill up and stay dense.
+  kept.sort((a, b) => used[b]! - used[a]! || a - b)
+
+  let slot: Int32Array
+  let reloc: Int32Array
+  try {
+    slot = new Int32Array(nSlots).fill(-1)
+    reloc = new Int32Array(touched * fps)
+  } catch (cause) {
+    throw new OutOfMemory(`compaction plan does not fit: ${show(cause)}`)
+  }
+
+  // ---- release empty slabs ---------------------------------------------------------------
+  for (const s of empty) {
+    report.bytesReleased += pool.releaseSlab(s)
+    report.slabsReleased++
+  }
+
+  // ---- move ------------------------------------------------------------------------------
+  // Cannot fail from here on: only typed-array stores, Buffer copies and free-list pops.
+  let k = 0 // current destination slab in `kept`
+  let moved = 0
+  const observer = pool.observer
+  for (let v = 0; v < touched; v++) {
+    const s = victims[v]!
+    slot[s] = v
+    const base = s * fps
+    const end = base + pool.slabFrames[s]!
+    for (let f = base; f < end && moved < budget; f++) {
+      if (refcount[f] === 0 || (flags[f]! & FRAME_PINNED) !== 0) continue
+      let to = -1
+      while (to < 0 && k < kept.length) {
+        to = pool.allocFrom(kept[k]!)
+        if (to < 0) k++
+      }
+      if (to < 0) break // the plan guarantees room; stop rather than corrupt if it is wrong
+      pool.copy(f, to)
+      refcount[to] = refcount[f]!
+      flags[to] = flags[f]!
+      pool.entry[to] = pool.entry[f]!
+      // The table entry follows before `f`'s metadata is cleared.
+      if ((flags[f]! & FRAME_KSM) !== 0 && observer !== null) observer.frameMoved(f, to)
+      refcount[f] = 0
+      pool.free(f)
+      reloc[(v << shift) + (f - base)] = to
+      moved++
+    }
+  }
+
+  // ---- one sweep over every page table ---------------------------------------------------
+  if (moved > 0) {
+    const mask = pool.slabMask
+    let rewritten = 0
+    let swept = 0
+    for (const space of spaces) {
+      const pte = space.pte
+      const n = pte.length
+      swept += n
+      for (let i = 0; i < n; i++) {
+        const f = pte[i]!
+        const v = slot[f >>> shift]!
+        if (v < 0) continue
+        const to = reloc[(v << shift) + (f & mask)]!
+        if (to !== 0) {
+          pte[i] = to
+          rewritten++
+        }
+      }
+    }
+    report.pagesRewritten = rewritten
+    report.pagesSwept = swept
+  }
+
+  // ---- release evacuated victims ---------------------------------------------------------
+  for (let v = 0; v < touched; v++) {
+    const s = victims[v]!
+    if (used[s] !== 0) continue
+    report.bytesReleased += pool.releaseSlab(s)
+    report.slabsReleased++
+  }
+
+  report.framesMoved = moved
+  report.bytesMoved = moved * pool.pageSize
+  report.framesRemaining = Math.max(0, toMove - moved)
+  // A step that could move and moved nothing cannot make progress (e.g. a frame in use with no
+  // PTE): report done rather than invite endless retries.
+  report.done = report.framesRemaining === 0 || (moved === 0 && budget > 0)
+  report.ms = performance.now() - t0
+  return report
+}
+
+/** Any FRAME_PINNED frame in [base, base + n)? */
+function hasPinned(flags: Uint8Array, base: number, n: number): boolean {
+  for (let f = base; f < base + n; f++) if ((flags[f]! & FRAME_PINNED) !== 0) return true
+  return false
+}
+
+/**
+ * The automatic compaction policy (engine option `autoCompact`, tunable with
+ * `engine.setAutoCompact`). After a call that can free frames (merge, unmerge, discard,
+ * dispose, unmergeAll, a scanner pass) the engine runs one budgeted compaction step when
+ * enough frames are free. Every field is optional; `autoCompact: false` is `{ enabled: false }`.
+ */
+export interface AutoCompactOptions {
+  /** Compact automatically. @default true */
+  readonly enabled?: boolean
+  /** Compact only when at least this many frames are free. @default two slabs' worth (512 frames with 4 KiB pages and 1 MiB slabs) */
+  readonly minFreeFrames?: number
+  /** ...and when free frames are at least this fraction of the frames reserved (0..1). @default 0.125 */
+  readonly minFreeRatio?: number
+  /** Most frames one automatic step moves; bounds its pause (empty slabs are released regardless). @default 1024 */
+  readonly budgetPages?: number
+  /**
+   * When an automatic step stops on its budget, continue with further steps on later
+   * event-loop turns (setImmediate, unref'd: it never keeps the process alive) until done,
+   * so a host gets its memory back without calling anything, in pauses of at most
+   * `budgetPages` moves. `false`: continue only at the next trigger or engine.maybeCompact().
+   * @default true
+   */
+  readonly background?: boolean
+}
+
+/** The policy as in force: every field resolved. */
+export interface AutoCompactSettings {
+  readonly enabled: boolean
+  readonly minFreeFrames: number
+  readonly minFreeRatio: number
+  readonly budgetPages: number
+  readonly background: boolean
+}
+
+/** Default budget of one automatic step, in frames (pages) moved. */
+export const DEFAULT_COMPACT_BUDGET_PAGES = 1024
+
+/** Compaction since the engine was made, for engine.memory(). */
+export interface CompactionTotals {
+  /** Compaction steps run (explicit and automatic). */
+  readonly runs: number
+  /** Of which automatic (including background continuations). */
+  readonly autoRuns: number
+  readonly framesMoved: number
+  readonly pagesRewritten: number
+  readonly slabsReleased: number
+  /** Slab bytes released in total: memory handed back to the runtime. */
+  readonly bytesReleased: number
+  /** Longest single step, in milliseconds. */
+  readonly longestMs: number
+}
+
+function checkBudget(name: string, value: unknown): number {
+  if (value === Number.POSITIVE_INFINITY) return value
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw new InvalidArgument(`${name} must be a non-negative integer or Infinity, got ${show(value)}`)
+  }
+  return value
+}
+
+/** @internal Runs compaction for one engine: explicit steps, the automatic policy, totals. */
+export class Compactor {
+  readonly #pool: FramePool
+  readonly #spaces: () => Iterable<PagedSpace>
+  #settings: AutoCompactSettings
+  #totals = { runs: 0, autoRuns: 0, framesMoved: 0, pagesRewritten: 0, slabsReleased: 0, bytesReleased: 0, longestMs: 0 }
+  /** The last automatic step stopped on its budget: the next trigger continues regardless of frees. */
+  #pending = false
+  /** pool.frees after the last automatic attempt: a new attempt waits for a slab's worth of frees. */
+  #freesAtLast = 0
+  /** A background continuation is scheduled. */
+  #scheduled = false
+
+  constructor(pool: FramePool, spaces: () => Iterable<PagedSpace>, options: boolean | AutoCompactOptions | undefined) {
+    this.#pool = pool
+    this.#spaces = spaces
+    this.#settings = { enabled: true, minFreeFrames: 2 * pool.framesPerSlab, minFreeRatio: 0.125, budgetPages: DEFAULT_COMPACT_BUDGET_PAGES, background: true }
+    this.configure(options ?? true)
+  }
+
+  get settings(): AutoCompactSettings {
+    return this.#settings
+  }
+
+  get totals(): CompactionTotals {
+    return { ...this.#totals }
+  }
+
+  /** Validate all of `options`, then apply them (a bad field changes nothing). */
+  configure(options: boolean | AutoCompactOptions): void {
+    if (typeof options === "boolean") {
+      this.#settings = { ...this.#settings, enabled: options }
+      return
+    }
+    if (typeof options !== "object" || options === null) {
+      throw new InvalidArgument("autoCompact must be a boolean or { enabled?, minFreeFrames?, minFreeRatio?, budgetPages?, background? }")
+    }
+    const cur = this.#settings
+    const enabled = options.enabled ?? cur.enabled
+    if (typeof enabled !== "boolean") throw new InvalidArgument(`autoCompact.enabled must be a boolean, got ${typeof enabled}`)
+    const minFreeFrames = options.minFreeFrames ?? cur.minFreeFrames
+    if (typeof minFreeFrames !== "number" || !Number.isSafeInteger(minFreeFrames) || minFreeFrames < 0) {
+      throw new InvalidArgument(`autoCompact.minFreeFrames must be a non-negative integer, got ${show(minFreeFrames)}`)
+    }
+    const minFreeRatio = options.minFreeRatio ?? cur.minFreeRatio
+    if (typeof minFreeRatio !== "number" || !(minFreeRatio >= 0 && minFreeRatio <= 1)) {
+      throw new InvalidArgument(`autoCompact.minFreeRatio must be a number from 0 to 1, got ${show(minFreeRatio)}`)
+    }
+    const budgetPages = checkBudget("autoCompact.budgetPages", options.budgetPages ?? cur.budgetPages)
+    if (budgetPages === 0) throw new InvalidArgument("autoCompact.budgetPages must be at least 1")
+    const background = options.background ?? cur.background
+    if (typeof background !== "boolean") throw new InvalidArgument(`autoCompact.background must be a boolean, got ${typeof background}`)
+    this.#settings = { enabled, minFreeFrames, minFreeRatio, budgetPages, background }
+  }
+
+  /** One explicit step of at most `budgetPages` frames moved (Infinity: until done). */
+  compact(budgetPages: unknown = Number.POSITIVE_INFINITY): CompactReport {
+    const budget = checkBudget("budgetPages", budgetPages)
+    const r = this.#step(budget)
+    this.#pending = !r.done
+    return r
+  }
+
+  /**
+   * The automatic policy's check: run one budgeted step if enabled and enough frames are
+   * free, else return null. O(1) when it declines. A step that cannot get memory for its plan
+   * is skipped (the call that triggered it already succeeded); other errors propagate.
+   */
+  maybeCompact(): CompactReport | null {
+    const st = this.#settings
+    const pool = this.#pool
+    // Declined inside a user callback (a merge holds frame ids) rather than throwing Busy.
+    if (!st.enabled || pool.busy !== 0) return null
+    const free = pool.framesFree
+    if (free < st.minFreeFrames || free < st.minFreeRatio * (free + pool.framesInUse + 1)) return null
+    // Nothing freed since the last attempt that finished: the layout cannot have improved.
+    if (!this.#pending && pool.frees - this.#freesAtLast < pool.framesPerSlab) return null
+    let r: CompactReport
+    try {
+      r = this.#step(st.budgetPages)
+    } catch (e) {
+      if (e instanceof SksmError && e._tag === "OutOfMemory") return null
+      throw e
+    } finally {
+      this.#freesAtLast = pool.frees
+    }
+    this.#totals.autoRuns++
+    this.#pending = !r.done
+    if (this.#pending && st.background && !this.#scheduled) {
+      this.#scheduled = true
+      setImmediate(() => {
+        this.#scheduled = false
+        this.maybeCompact()
+      }).unref()
+    }
+    return r
+  }
+
+  #step(budget: number): CompactReport {
+    const r = compactStep(this.#pool, this.#spaces(), budget)
+    const t = this.#totals
+    t.runs++
+    t.framesMoved += r.framesMoved
+    t.pagesRewritten += r.pagesRewritten
+    t.slabsReleased += r.slabsReleased
+    t.bytesReleased += r.bytesReleased
+    if (r.ms > t.longestMs) t.longestMs = r.ms
+    return r
+  }
+}

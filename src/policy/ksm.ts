@@ -1,0 +1,373 @@
+/**
+ * Policy "ksm": ksmd's algorithm (mm/ksm.c, Linux 6.16 with the newer tree's rmap reset),
+ * page by page over the engine's spaces, on the shared merge core.
+ *
+ * Per page (rmap item), in typed arrays owned by this policy, 8 bytes a page, allocated for a
+ * space only once it has a page to track:
+ *   meta[4*pi]   state: ITEM (an rmap item exists) | UNSTABLE (in the unstable index)
+ *   meta[4*pi+1] age (smart scan), meta[4*pi+2] remaining_skips, meta[4*pi+3] seqnr of the
+ *   unstable insertion; sum[pi] oldchecksum.
+ * A merged page's rmap item is the core's (PAGE_MERGED): this policy drops its own item when
+ * a page merges, so a page that is unshared later starts over with a zeroed item (the newer
+ * kernel's reset of oldchecksum/age when an item leaves the stable tree).
+ *
+ * cmp_and_merge_page, in the kernel's order:
+ * 1. a page mapping a table frame: already an rmap entry -> nothing; else (inherited by fork)
+ *    join that frame, past maxPageSharing if need be (max_page_sharing_bypass);
+ * 2. leave the unstable index; full checksum; changed since the last visit -> remember it, stop
+ *    (so a page merges only once its checksum was stable across two visits);
+ * 3. useZeroPages and the zero page's checksum and really all zero -> map the zero frame;
+ * 4. a stable hit (the table, salted key, full compare) -> merge into it at once;
+ * 5. else search the unstable index: an identical page seen earlier this pass -> turn this
+ *    page into a table frame and merge the other into it; none -> insert this page.
+ * Nothing is write-protected before two identical pages were found (step 5) or a stable
+ * frame was (step 4): unique pages never pay a copy-on-write.
+ */
+import type { AddressSpace } from "../address-space.ts"
+import { CROWDED, Outcome } from "../core/merge.ts"
+import { FRAME_KSM, ZERO_FRAME } from "../memory/frames.ts"
+import { PAGE_MERGEABLE, PAGE_MERGED, PAGE_PINNED } from "../memory/flags.ts"
+import type { ScannerOptions } from "./options.ts"
+import { type ScanHost, Scanner, Slot } from "./scanner.ts"
+import { UnstableIndex } from "./unstable.ts"
+
+/** meta state bit: an rmap item exists for the page. */
+const ITEM = 1
+/** meta state bit: the item is in the unstable index (UNSTABLE_FLAG). */
+const UNSTABLE = 2
+
+/** skip_age(): how many visits smart scan skips after a scan of a page of this age. */
+function skipAge(age: number): number {
+  return age <= 3 ? 1 : age <= 5 ? 2 : age <= 8 ? 4 : 8
+}
+
+/** A space's rmap items (ksm_mm_slot + its rmap_list). */
+export class KsmSlot extends Slot {
+  /** 4 bytes per page: state, age, remaining_skips, seqnr; null until the first item. */
+  meta: Uint8Array | null = null
+  /** oldchecksum per page; null until the first item. */
+  sum: Uint32Array | null = null
+
+  override get bytes(): number {
+    return (this.meta?.byteLength ?? 0) + (this.sum?.byteLength ?? 0)
+  }
+}
+
+/**
+ * The ksm policy. Create with `engine.scanner({ policy: "ksm" })`.
+ * Counters follow the kernel: pagesScanned counts pages handed to the merge step (skipped
+ * pages excluded), pagesUnshared items inserted in the unstable index (dropped lazily when
+ * next visited), pagesVolatile the other items.
+ */
+export class KsmScanner extends Scanner {
+  readonly policy = "ksm" as const
+  readonly #index = new UnstableIndex()
+  /** calc_checksum(ZERO_PAGE) (zero_checksum). */
+  readonly #zeroSum: number
+
+  /** @internal use engine.scanner({ policy: "ksm" }). */
+  constructor(host: ScanHost, options: ScannerOptions) {
+    super(host, options, "ksm")
+    this.#zeroSum = this.core.checksumOf(ZERO_FRAME)
+    this.#index.failpoint = (site) => this.pool.failpoint?.(site)
+    this.init()
+  }
+
+  protected newSlot(space: AddressSpace, salt: number): Slot {
+    return new KsmSlot(space, salt)
+  }
+
+  protected passStarted(): void {
+    // root_unstable_tree = RB_ROOT: items still marked UNSTABLE from the last pass are dropped lazily.
+    this.#index.reset()
+  }
+
+  protected resetIndexes(): void {
+    this.#index.reset()
+  }
+
+  protected get indexBytes(): number {
+    return this.#index.bytes
+  }
+
+  protected clearSlot(slot: Slot): void {
+    const s = slot as KsmSlot
+    s.meta = null
+    s.sum = null
+    s.items = 0
+    s.unstable = 0
+  }
+
+  protected pagesMergedElsewhere(slot: Slot, p0: number, p1: number): void {
+    const s = slot as KsmSlot
+    const meta = s.meta
+    if (meta === null) return
+    const fl = s.space.pflags
+    for (let pi = p0; pi < p1; pi++) if ((fl[pi]! & PAGE_MERGED) !== 0 && meta[pi * 4] !== 0) this.#dropItem(s, pi)
+  }
+
+  /** ksm_do_scan(): scan_get_next_rmap_item + cmp_and_merge_page until the budget or the pass ends. */
+  protected batch(budget: number): void {
+    while (budget > 0) {
+      if (this.atHead && !this.enterFirstSlot()) return
+      if (this.cur >= this.slots.length) {
+        // The walk ran past the last slot: the pass is complete and the batch ends here.
+        this.endPass()
+        return
+      }
+      budget = this.#walk(this.slots[this.cur] as KsmSlot, budget)
+    }
+  }
+
+  /**
+   * Walk the slot under the cursor from `pos`, handing pages to cmp_and_merge_page until the
+   * budget runs out (cursor stays after the last page handed out) or the slot ends (cursor
+   * moves to the next slot). Returns the budget left.
+   */
+  #walk(slot: KsmSlot, budget: number): number {
+    const space = slot.space
+    if (space.disposed) {
+      // Missed release notice (should not happen): drop it now; the next slot moved under the cursor.
+      this.dropSlotAt(this.cur)
+      return budget
+    }
+    const pool = this.pool
+    const fflags = pool.flags
+    const pte = space.pte
+    const fl = space.pflags
+    const pages = space.pages
+    const any = space.mergeAny
+    const smart = this.t.smartScan
+    let meta = slot.meta
+    let pi = this.pos
+    for (; pi < pages; pi++) {
+      const b = fl[pi]!
+      const f = pte[pi]!
+      // Only present pages of mergeable ranges are visited (zero-frame PTEs, merge-placed
+      // zero pages included, are not); an item on any other page is freed on the way.
+      if (f === ZERO_FRAME || (!any && (b & PAGE_MERGEABLE) === 0)) {
+        if (meta !== null && meta[pi * 4] !== 0) this.#dropItem(slot, pi)
+        continue
+      }
+      const m = pi * 4
+      if ((b & PAGE_MERGED) !== 0) {
+        // A KSM page already on its stable node: never skipped, nothing to do.
+        if (meta !== null && meta[m] !== 0) this.#dropItem(slot, pi)
+        this.pos = pi + 1
+        this.rScanned++
+        if (--budget === 0) return 0
+        continue
+      }
+      if (meta === null) {
+        meta = this.#ensure(slot)
+        // alloc_rmap_item failed: the batch ends here; this page is visited again next time.
+        if (meta === null) return 0
+      }
+      let st = meta[m]!
+      if ((st & ITEM) === 0) {
+        // get_next_rmap_item: a new, zeroed item.
+        meta[m] = st = ITEM
+        slot.items++
+        this.items++
+      }
+      if (smart && (fflags[f]! & FRAME_KSM) === 0) {
+        // should_skip_rmap_item.
+        const age = meta[m + 1]!
+        if (age !== 255) meta[m + 1] = age + 1
+        if (age >= 3) {
+          const rs = meta[m + 2]!
+          if (rs === 0) {
+            meta[m + 2] = skipAge(age)
+          } else {
+            meta[m + 2] = rs - 1
+            this.rSkipped++
+            if ((st & UNSTABLE) !== 0) this.#leaveIndex(slot, pi)
+            continue
+          }
+        }
+      }
+      this.pos = pi + 1
+      this.#cmpAndMerge(slot, pi, f, b, meta)
+      this.rScanned++
+      if (--budget === 0) return 0
+    }
+    // End of this space: items past the last visited page were freed in the loop above.
+    if (slot.items === 0 && slot.meta !== null) this.clearSlot(slot)
+    this.nextSlot()
+    return budget
+  }
+
+  #cmpAndMerge(slot: KsmSlot, pi: number, f: number, b: number, meta: Uint8Array): void {
+    const core = this.core
+    const pool = this.pool
+    const space = slot.space
+    if ((pool.flags[f]! & FRAME_KSM) !== 0) {
+      // A table frame this page maps without being its rmap entry (a KSM page inherited by
+      // fork): join it, past maxPageSharing if need be (max_page_sharing_bypass).
+      core.mergeInto(space, pi, pool.entry[f]!)
+      this.#dropItem(slot, pi)
+      this.rMerged++
+      return
+    }
+    if ((meta[pi * 4]! & UNSTABLE) !== 0) this.#leaveIndex(slot, pi)
+    const sums = slot.sum!
+    const sum = core.checksumOf(f)
+    if (sum !== sums[pi]) {
+      // Changed since the last visit (or first visit): too volatile to index this time.
+      sums[pi] = sum
+      this.rVolatile++
+      return
+    }
+    if (space.secure) {
+      this.#secureMerge(slot, pi)
+      return
+    }
+    // write_protect_page refuses a page with extra references (a pin): it can be indexed, never merged.
+    const pinned = (b & PAGE_PINNED) !== 0
+    if (core.useZeroPages && sum === this.#zeroSum && !pinned && pool.isZero(f)) {
+      // try_to_merge_with_zero_page. The item stays until the next pass frees it (the kernel's
+      // zero-page PTE is not visited), counted as volatile meanwhile, as in the kernel.
+      core.mapZero(space, pi)
+      this.rZero++
+      return
+    }
+    const key = (core.keyOf(f) ^ slot.salt) >>> 0
+    const e = core.findCandidate(f, key)
+    if (e >= 0) {
+      if (pinned) return
+      core.mergeInto(space, pi, e)
+      this.#dropItem(slot, pi)
+      this.rMerged++
+      return
+    }
+    // Too many equal-key table entries to add one more: give up on this page this time.
+    if (e === CROWDED) return
+    this.#unstableSearchInsert(slot, pi, f, pinned, sum, key)
+  }
+
+  /**
+   * Secure space (VUsion): no unstable index, whose unprotected pages would reveal by their
+   * write cost whether a partner existed. Every stable page takes the core's one path:
+   * armed, then (once idle) write-protected and entered in the table, merged or not.
+   */
+  #secureMerge(slot: KsmSlot, pi: number): void {
+    const core = this.core
+    try {
+      core.prepareMerge(slot.space, pi, pi + 1)
+    } catch (err) {
+      if (Scanner.isOom(err)) return
+      throw err
+    }
+    const o = core.mergePage(slot.space, pi, slot.salt)
+    if (o === Outcome.ZeroMapped) {
+      this.rZero++
+    } else if (o === Outcome.Merged || o === Outcome.Inserted || o === Outcome.Crowded) {
+      this.#dropItem(slot, pi)
+      if (o === Outcome.Merged) this.rMerged++
+    }
+  }
+
+  /** unstable_tree_search_insert + try_to_merge_two_pages + stable_tree_insert. */
+  #unstableSearchInsert(slot: KsmSlot, pi: number, f: number, pinned: boolean, sum: number, key: number): void {
+    const pool = this.pool
+    const core = this.core
+    const idx = this.#index
+    const ukey = (sum ^ slot.salt) >>> 0
+    const seq = this.seqnr & 0xff
+    // Bounded like the core's lookups (dead entries of written or merged pages can share a key).
+    let visits = core.maxWalk
+    let compares = core.maxCandidates
+    for (let u = idx.head(ukey); u !== -1; u = idx.next[u]!) {
+      if (--visits < 0) return
+      if (idx.key[u] !== ukey) continue
+      const ts = this.byId.get(idx.space[u]!) as KsmSlot | undefined
+      if (ts === undefined || ts.meta === null) continue
+      const tpi = idx.page[u]!
+      const tmeta = ts.meta
+      if ((tmeta[tpi * 4]! & UNSTABLE) === 0 || tmeta[tpi * 4 + 3] !== seq) continue
+      const tspace = ts.space
+      if (tspace.disposed) continue
+      const tf = tspace.pte[tpi]!
+      const tb = tspace.pflags[tpi]!
+      // get_mergeable_page: the tree page must still be a present, unmerged page of a mergeable range.
+      if (tf === ZERO_FRAME || (tb & PAGE_MERGED) !== 0 || (pool.flags[tf]! & FRAME_KSM) !== 0) continue
+      if (!tspace.mergeAny && (tb & PAGE_MERGEABLE) === 0) continue
+      // Same frame (a page shared with a fork child): don't substitute a KSM page for it; not inserted.
+      if (tf === f) return
+      if (--compares < 0) return
+      if (pool.compare(tf, f) !== 0) continue
+      // An identical page: both are checked before either changes (a pinned one cannot be
+      // write-protected, so the kernel's attempt would fail and undo itself).
+      if (pinned || (tb & PAGE_PINNED) !== 0) return
+      try {
+        core.table.reserve(1)
+      } catch (err) {
+        if (Scanner.isOom(err)) return
+        throw err
+      }
+      // This page becomes the table frame in place; the tree page merges into it.
+      const ne = core.insertUnique(slot.space, pi, key)
+      core.mergeInto(tspace, tpi, ne)
+      this.#dropItem(ts, tpi)
+      this.#dropItem(slot, pi)
+      this.rMerged += 2
+      return
+    }
+    try {
+      idx.insert(ukey, slot.id, pi)
+    } catch (err) {
+      if (Scanner.isOom(err)) return
+      throw err
+    }
+    const meta = slot.meta!
+    meta[pi * 4] = meta[pi * 4]! | UNSTABLE
+    meta[pi * 4 + 3] = seq
+    slot.unstable++
+    this.unshared++
+    this.rUnstable++
+  }
+
+  /** remove_rmap_item_from_tree for an UNSTABLE item (pages_unshared--). */
+  #leaveIndex(slot: KsmSlot, pi: number): void {
+    const meta = slot.meta!
+    meta[pi * 4] = meta[pi * 4]! & ~UNSTABLE
+    slot.unstable--
+    this.unshared--
+  }
+
+  /** Free page `pi`'s item (zeroed, so a new one starts from scratch). */
+  #dropItem(slot: KsmSlot, pi: number): void {
+    const meta = slot.meta!
+    const m = pi * 4
+    const st = meta[m]!
+    if ((st & UNSTABLE) !== 0) {
+      slot.unstable--
+      this.unshared--
+    }
+    if ((st & ITEM) !== 0) {
+      slot.items--
+      this.items--
+    }
+    meta[m] = 0
+    meta[m + 1] = 0
+    meta[m + 2] = 0
+    meta[m + 3] = 0
+    slot.sum![pi] = 0
+  }
+
+  /** Allocate a space's item arrays; null if the runtime refuses the memory. */
+  #ensure(slot: KsmSlot): Uint8Array | null {
+    const n = slot.space.pages
+    try {
+      if (this.pool.failpoint !== null) this.pool.failpoint("scan")
+      slot.sum = new Uint32Array(n)
+      slot.meta = new Uint8Array(n * 4)
+    } catch (err) {
+      if (!(err instanceof RangeError) && !Scanner.isOom(err)) throw err
+      slot.sum = null
+      slot.meta = null
+      return null
+    }
+    return slot.meta
+  }
+}
