@@ -148,7 +148,7 @@ export class MergeTable {
   shrink(moved: (from: number, to: number) => void): void {
     const live = this.#count
     if (this.#capacity <= 64 || this.#capacity * 2 <= live * 3) return
-    const cap = Math.max(64, Math.ceil(live * 1.125))
+    const cap = Math.max(64, Math.ceil(live * 1.0625))
     let frame: Int32Array, key: Uint32Array, next: Int32Array, mappers: Uint16Array
     try {
       frame = new Int32Array(cap).fill(NONE)
@@ -191,6 +191,16 @@ export class MergeTable {
     this.#mappers = mappers
     this.#overflow = overflow
     this.#capacity = cap
+    // Buckets shrink too, to an average chain of at most 8 (a chain step is one integer compare).
+    let buckets = this.#mask + 1
+    while (buckets > 16 && (buckets / 2) * 8 >= live) buckets /= 2
+    if (buckets !== this.#mask + 1) {
+      try {
+        this.#rehash(buckets)
+      } catch {
+        // Keep the larger buckets: correct, just bigger.
+      }
+    }
     for (let i = 0; i < order.length; i++) if (order[i] !== i) moved(order[i]!, i)
   }
 

@@ -159,7 +159,7 @@ export class PagedSpace {
   /** Read a little-endian u32; any alignment, may straddle pages. */
   readU32(addr: number): number {
     // Fast path: an address below 2^32 (so `>>> 0` is exact) whose 4 bytes sit in one page.
-    if ((addr >>> 0) === addr && addr <= this.#lastU32) {
+    if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU32) {
       const off = addr & this.#mask
       if (off <= this.#mask - 3) {
         const f = this.pte[addr >>> this.#shift]!
@@ -207,7 +207,7 @@ export class PagedSpace {
    */
   writeU32(addr: number, value: number): void {
     // Fast path: address below 2^32, 4 bytes in one writable page, an int32/uint32 value.
-    if ((addr >>> 0) === addr && addr <= this.#lastU32 && typeof value === "number" && ((value | 0) === value || (value >>> 0) === value)) {
+    if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU32 && typeof value === "number" && ((value | 0) === value || (value >>> 0) === value)) {
       const off = addr & this.#mask
       const pi = addr >>> this.#shift
       if (off <= this.#mask - 3 && (this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
