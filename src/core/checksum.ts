@@ -143,17 +143,10 @@ export const SAMPLE_WORDS = 64
 export function makeSampledKey(wordsPerPage: number, key: Uint32Array | number): PageHash {
   const material = typeof key === "number" ? expandSeed(key) : key
   const runs = 16
+  const span = wordsPerPage / runs
   const d = derive(material, 0x53414d50, runs + 2 + runs)
-  // Two adjacent 4-word runs (one or two cache lines) at a secret offset in each eighth of the
-  // page: 8 lines read instead of 16 scattered ones, which costs ~4x less on cold pages.
-  const span8 = wordsPerPage / 8
   const offsets = new Int32Array(runs)
-  for (let e = 0; e < 8; e++) {
-    const k = e & 1 // two secret offsets, alternating: two regular streams the prefetcher follows
-    const at = Math.min(((d[2 * k]! % Math.max(1, span8 >>> 4)) << 4) + ((d[2 * k + 1]! >>> 8) % 9), span8 - 8)
-    offsets[2 * e] = e * span8 + at
-    offsets[2 * e + 1] = e * span8 + at + 4
-  }
+  for (let r = 0; r < runs; r++) offsets[r] = r * span + (d[r]! % (span - 3))
   const seed0 = d[runs]! | 0
   const seed1 = d[runs + 1]! | 0
   const add = new Int32Array(runs)
