@@ -29,7 +29,6 @@ import { FRAME_KSM, ZERO_FRAME } from "../memory/frames.ts"
 import { PAGE_MERGEABLE, PAGE_MERGED, PAGE_PINNED } from "../memory/flags.ts"
 import type { ScannerOptions } from "./options.ts"
 import { type ScanHost, Scanner, Slot } from "./scanner.ts"
-import { UnstableIndex } from "./unstable.ts"
 
 /** meta state bit: an rmap item exists for the page. */
 const ITEM = 1
@@ -61,7 +60,6 @@ export class KsmSlot extends Slot {
  */
 export class KsmScanner extends Scanner {
   readonly policy = "ksm" as const
-  readonly #index = new UnstableIndex()
   /** calc_checksum(ZERO_PAGE) (zero_checksum). */
   readonly #zeroSum: number
 
@@ -69,25 +67,11 @@ export class KsmScanner extends Scanner {
   constructor(host: ScanHost, options: ScannerOptions) {
     super(host, options, "ksm")
     this.#zeroSum = this.core.checksumOf(ZERO_FRAME)
-    this.#index.failpoint = (site) => this.pool.failpoint?.(site)
     this.init()
   }
 
   protected newSlot(space: AddressSpace, salt: number): Slot {
     return new KsmSlot(space, salt)
-  }
-
-  protected passStarted(): void {
-    // root_unstable_tree = RB_ROOT: items still marked UNSTABLE from the last pass are dropped lazily.
-    this.#index.reset()
-  }
-
-  protected resetIndexes(): void {
-    this.#index.reset()
-  }
-
-  protected get indexBytes(): number {
-    return this.#index.bytes
   }
 
   protected clearSlot(slot: Slot): void {
@@ -271,7 +255,7 @@ export class KsmScanner extends Scanner {
   #unstableSearchInsert(slot: KsmSlot, pi: number, f: number, pinned: boolean, sum: number, key: number): void {
     const pool = this.pool
     const core = this.core
-    const idx = this.#index
+    const idx = this.index
     const ukey = (sum ^ slot.salt) >>> 0
     const seq = this.seqnr & 0xff
     // Bounded like the core's lookups (dead entries of written or merged pages can share a key).

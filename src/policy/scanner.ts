@@ -17,6 +17,7 @@ import type { MergeCore, ScanCounters, ScanSource } from "../core/merge.ts"
 import { Busy, InvalidArgument, OutOfMemory, ScannerDetached } from "../errors.ts"
 import type { FramePool } from "../memory/frames.ts"
 import type { PagedSpace } from "../memory/space.ts"
+import { UnstableIndex } from "./unstable.ts"
 import { type AdvisorContext, type AdvisorResult, newAdvisorContext, scanTimeAdvisor } from "./advisor.ts"
 import {
   applyTunables,
@@ -141,6 +142,7 @@ export abstract class Scanner implements ScanSource {
     this.host = host
     this.core = host.core
     this.pool = host.core.pool
+    this.index.failpoint = (site) => this.pool.failpoint?.(site)
     this.t = applyTunables(DEFAULT_TUNABLES, options, policy, true)
     const clock = options.clock ?? systemClock
     if (typeof clock !== "object" || clock === null || typeof clock.wallMillis !== "function" || typeof clock.cpuMicros !== "function") {
@@ -158,12 +160,26 @@ export abstract class Scanner implements ScanSource {
   protected abstract newSlot(space: AddressSpace, salt: number): Slot
   /** @internal run the policy's walk for up to `budget` pages. */
   protected abstract batch(budget: number): void
-  /** @internal start of a pass: empty the unstable / candidate index. */
-  protected abstract passStarted(): void
-  /** @internal drop every policy structure that is not per slot (run=2, detach). */
-  protected abstract resetIndexes(): void
-  /** @internal bytes of indexes that are not per slot. */
-  protected abstract get indexBytes(): number
+  /**
+   * This pass's index of candidates that found no partner yet (ksmd's unstable tree, or the
+   * tracked policy's candidate index): emptied at the start of every pass.
+   */
+  protected readonly index = new UnstableIndex()
+
+  /** Start of a full pass: root_unstable_tree = RB_ROOT (stale entries are dropped lazily). */
+  protected passStarted(): void {
+    this.index.reset()
+  }
+
+  /** Forget every index entry (run=2, policy reset). */
+  protected resetIndexes(): void {
+    this.index.reset()
+  }
+
+  /** Bytes the per-pass index holds. */
+  protected get indexBytes(): number {
+    return this.index.bytes
+  }
 
   // ---------------------------------------------------------------- public API
 

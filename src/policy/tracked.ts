@@ -31,7 +31,6 @@ import { PAGE_KSM_ZERO, PAGE_MERGEABLE, PAGE_MERGED, PAGE_PINNED, PAGE_UFFD_WP }
 import { PageCategory } from "../memory/pagemap.ts"
 import { checkRangePages, DEFAULT_RANGE_PAGES, type ScannerOptions } from "./options.ts"
 import { type ScanHost, Scanner, Slot } from "./scanner.ts"
-import { UnstableIndex } from "./unstable.ts"
 
 /** st bit: the page is tracked (registered and protected by this policy): an rmap item. */
 const ITEM = 1
@@ -89,30 +88,16 @@ export class TrackedScanner extends Scanner {
   readonly policy = "tracked" as const
   /** Pages per back-off range. */
   readonly rangePages: number
-  readonly #index = new UnstableIndex()
 
   /** @internal use engine.scanner({ policy: "tracked" }). */
   constructor(host: ScanHost, options: ScannerOptions) {
     super(host, options, "tracked")
     this.rangePages = checkRangePages(options.rangePages ?? DEFAULT_RANGE_PAGES)
-    this.#index.failpoint = (site) => this.pool.failpoint?.(site)
     this.init()
   }
 
   protected newSlot(space: AddressSpace, salt: number): Slot {
     return new TrackedSlot(space, salt)
-  }
-
-  protected passStarted(): void {
-    this.#index.reset()
-  }
-
-  protected resetIndexes(): void {
-    this.#index.reset()
-  }
-
-  protected get indexBytes(): number {
-    return this.#index.bytes
   }
 
   protected clearSlot(slot: Slot): void {
@@ -332,7 +317,7 @@ export class TrackedScanner extends Scanner {
     // pages that differ only outside the sample must not pile up in one chain. Walks are
     // bounded like the core's lookups, so no content can make one page cost more.
     const ckey = (core.checksumOf(f) ^ slot.salt) >>> 0
-    const idx = this.#index
+    const idx = this.index
     const seq = this.seqnr & 0xff
     let visits = core.maxWalk
     let compares = core.maxCandidates

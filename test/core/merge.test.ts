@@ -7,22 +7,9 @@ import { describe, expect, it } from "vitest"
 import type { AddressSpace } from "../../src/address-space.ts"
 import { Engine, type EngineOptions } from "../../src/engine.ts"
 import { checkCounters } from "../helpers/recount.ts"
+import { mapsDuplicates } from "../policy/helpers.ts"
 
 const PS = 4096
-
-/** range_maps_duplicates(): true if two populated pages of the range share a frame. */
-function mapsDuplicates(spaces: AddressSpace[]): boolean {
-  const seen = new Set<number>()
-  for (const s of spaces) {
-    for (let pi = 0; pi < s.pages; pi++) {
-      const f = s.pte[pi]!
-      if (f === 0) continue
-      if (seen.has(f)) return true
-      seen.add(f)
-    }
-  }
-  return false
-}
 
 function filled(engine: Engine, pages: number, byte: number): AddressSpace {
   const s = engine.createSpace({ size: pages * PS })
