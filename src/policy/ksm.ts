@@ -90,31 +90,14 @@ export class KsmScanner extends Scanner {
     for (let pi = p0; pi < p1; pi++) if ((fl[pi]! & PAGE_MERGED) !== 0 && meta[pi * 4] !== 0) this.#dropItem(s, pi)
   }
 
-  /** ksm_do_scan(): scan_get_next_rmap_item + cmp_and_merge_page until the budget or the pass ends. */
-  protected batch(budget: number): void {
-    while (budget > 0) {
-      if (this.atHead && !this.enterFirstSlot()) return
-      if (this.cur >= this.slots.length) {
-        // The walk ran past the last slot: the pass is complete and the batch ends here.
-        this.endPass()
-        return
-      }
-      budget = this.#walk(this.slots[this.cur] as KsmSlot, budget)
-    }
-  }
-
   /**
    * Walk the slot under the cursor from `pos`, handing pages to cmp_and_merge_page until the
    * budget runs out (cursor stays after the last page handed out) or the slot ends (cursor
    * moves to the next slot). Returns the budget left.
    */
-  #walk(slot: KsmSlot, budget: number): number {
+  protected walkSlot(s: Slot, budget: number): number {
+    const slot = s as KsmSlot
     const space = slot.space
-    if (space.disposed) {
-      // Missed release notice (should not happen): drop it now; the next slot moved under the cursor.
-      this.dropSlotAt(this.cur)
-      return budget
-    }
     const pool = this.pool
     const fflags = pool.flags
     const pte = space.pte

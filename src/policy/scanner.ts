@@ -158,8 +158,29 @@ export abstract class Scanner implements ScanSource {
 
   /** @internal a policy's slot for `space`. */
   protected abstract newSlot(space: AddressSpace, salt: number): Slot
-  /** @internal run the policy's walk for up to `budget` pages. */
-  protected abstract batch(budget: number): void
+  /**
+   * ksm_do_scan(): walk slot after slot from the cursor until the budget is spent or the pass
+   * ends (the cursor ran past the last slot: the pass is complete and the batch ends there).
+   */
+  protected batch(budget: number): void {
+    while (budget > 0) {
+      if (this.atHead && !this.enterFirstSlot()) return
+      if (this.cur >= this.slots.length) {
+        this.endPass()
+        return
+      }
+      const slot = this.slots[this.cur]!
+      if (slot.space.disposed) {
+        // Missed release notice (should not happen): drop it now; the next slot moved under the cursor.
+        this.dropSlotAt(this.cur)
+        continue
+      }
+      budget = this.walkSlot(slot, budget)
+    }
+  }
+
+  /** @internal the policy's walk over the slot under the cursor; returns the budget left. */
+  protected abstract walkSlot(slot: Slot, budget: number): number
   /**
    * This pass's index of candidates that found no partner yet (ksmd's unstable tree, or the
    * tracked policy's candidate index): emptied at the start of every pass.

@@ -127,24 +127,10 @@ export class TrackedScanner extends Scanner {
     }
   }
 
-  protected batch(budget: number): void {
-    while (budget > 0) {
-      if (this.atHead && !this.enterFirstSlot()) return
-      if (this.cur >= this.slots.length) {
-        this.endPass()
-        return
-      }
-      budget = this.#walk(this.slots[this.cur] as TrackedSlot, budget)
-    }
-  }
-
   /** Process whole ranges of the slot under the cursor until the budget is spent or the slot ends. */
-  #walk(slot: TrackedSlot, budget: number): number {
+  protected walkSlot(s: Slot, budget: number): number {
+    const slot = s as TrackedSlot
     const space = slot.space
-    if (space.disposed) {
-      this.dropSlotAt(this.cur)
-      return budget
-    }
     const ranges = Math.ceil(space.pages / this.rangePages)
     while (this.pos < ranges) {
       const r = this.pos++
