@@ -119,18 +119,31 @@ export class MergeTable {
     return e
   }
 
-  /** Unlink entry `e` and put it on the free list. */
-  remove(e: number): void {
+  /** Move linked entry `e` under `key`: unlink it from its bucket, link it at the head of the new one. */
+  rekey(e: number, key: number): void {
+    this.#unlink(e)
+    this.key[e] = key
+    const b = key & this.#mask
+    this.next[e] = this.#buckets[b]!
+    this.#buckets[b] = e
+    this.version++
+  }
+
+  #unlink(e: number): void {
     const b = this.key[e]! & this.#mask
     let p = this.#buckets[b]!
-    if (this.next[e] === DETACHED) {
-      // Linked into no bucket: nothing to unlink.
-    } else if (p === e) {
+    if (p === e) {
       this.#buckets[b] = this.next[e]!
     } else {
       while (this.next[p] !== e) p = this.next[p]!
       this.next[p] = this.next[e]!
     }
+  }
+
+  /** Unlink entry `e` and put it on the free list. */
+  remove(e: number): void {
+    // A detached entry is linked into no bucket: nothing to unlink.
+    if (this.next[e] !== DETACHED) this.#unlink(e)
     this.setMappers(e, 0)
     this.frame[e] = NONE
     this.next[e] = this.#freeHead
