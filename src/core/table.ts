@@ -194,16 +194,8 @@ export class MergeTable {
       if (h !== NONE) this.#buckets[b] = renumber[h]!
     }
     this.#freeHead = NONE
-    for (let e = cap - 1; e >= live; e--) {
-      next[e] = this.#freeHead
-      this.#freeHead = e
-    }
-    this.frame = frame
-    this.key = key
-    this.next = next
-    this.#mappers = mappers
+    this.#install(frame, key, next, mappers, live, cap)
     this.#overflow = overflow
-    this.#capacity = cap
     // Buckets shrink too, to an average chain of at most 8 (a chain step is one integer compare).
     let buckets = this.#mask + 1
     while (buckets > 16 && (buckets / 2) * 8 >= live) buckets /= 2
@@ -249,8 +241,12 @@ export class MergeTable {
     key.set(this.key)
     next.set(this.next)
     mappers.set(this.#mappers)
-    // New slots go on the free list, lowest first.
-    for (let e = cap - 1; e >= this.#capacity; e--) {
+    this.#install(frame, key, next, mappers, this.#capacity, cap)
+  }
+
+  /** Adopt new entry arrays of `cap` slots; slots from `firstFree` up go on the free list, lowest first. */
+  #install(frame: Int32Array, key: Uint32Array, next: Int32Array, mappers: Uint16Array, firstFree: number, cap: number): void {
+    for (let e = cap - 1; e >= firstFree; e--) {
       next[e] = this.#freeHead
       this.#freeHead = e
     }

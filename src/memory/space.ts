@@ -221,14 +221,7 @@ export class PagedSpace {
 
   /** Write a little-endian u16: the low 16 bits of `value`, a safe integer. */
   writeU16(addr: number, value: number): void {
-    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.#lastU16)) this.#badAddr(addr, 2)
-    if (typeof value !== "number" || ((value | 0) !== value && !Number.isSafeInteger(value))) this.#badValue(value)
-    const off = addr & this.#mask
-    if (off > this.#mask - 1) return this.#writeStraddle(addr, value, 2)
-    const pi = (addr - off) / this.pageSize
-    if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
-    const f = this.pte[pi]!
-    this.pool.views[f >>> this.#slabShift]!.setUint16(((f & this.#slabMask) << this.#shift) + off, value, true)
+    this.#writeWord(addr, value, 2, this.#lastU16)
   }
 
   /**
@@ -251,14 +244,22 @@ export class PagedSpace {
   }
 
   #writeU32Slow(addr: number, value: number): void {
-    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.#lastU32)) this.#badAddr(addr, 4)
+    this.#writeWord(addr, value, 4, this.#lastU32)
+  }
+
+  /** The checked word store behind writeU16 and writeU32's slow path: validate, straddle or fault, store. */
+  #writeWord(addr: number, value: number, width: 2 | 4, last: number): void {
+    if (!(Number.isInteger(addr) && addr >= 0 && addr <= last)) this.#badAddr(addr, width)
     if (typeof value !== "number" || ((value | 0) !== value && !Number.isSafeInteger(value))) this.#badValue(value)
     const off = addr & this.#mask
-    if (off > this.#mask - 3) return this.#writeStraddle(addr, value, 4)
+    if (off > this.#mask - (width - 1)) return this.#writeStraddle(addr, value, width)
     const pi = (addr - off) / this.pageSize
     if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
     const f = this.pte[pi]!
-    this.#views[f >>> this.#slabShift]!.setUint32(((f & this.#slabMask) << this.#shift) + off, value, true)
+    const view = this.#views[f >>> this.#slabShift]!
+    const o = ((f & this.#slabMask) << this.#shift) + off
+    if (width === 2) view.setUint16(o, value, true)
+    else view.setUint32(o, value, true)
   }
 
   #readU32Straddle(addr: number): number {
