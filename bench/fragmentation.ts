@@ -9,7 +9,7 @@
  * rounds of: rewrite 5% of pages (copy-on-write allocations), create a 16 MiB scratch space
  * and dispose the one from two rounds ago, discard 3% of pages, merge again.
  */
-import { Engine } from "../src/index.ts"
+import { Engine } from "../test/helpers/internals.ts"
 
 const PS = 4096
 const PAGES = 16384

@@ -5,8 +5,8 @@
  */
 import { randomFillSync } from "node:crypto"
 import { Bench } from "tinybench"
-import type { AddressSpace } from "../src/address-space.ts"
-import { Engine } from "../src/engine.ts"
+import type { AddressSpace } from "../test/helpers/internals.ts"
+import { Engine } from "../test/helpers/internals.ts"
 import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, consume, GB, fmt, median, measure, MiB, p50, PAGE } from "./lib.ts"
 
 /** Word operations per tinybench iteration: enough to bury the ~50 ns timer floor. */

@@ -6,9 +6,9 @@
  * beforeEach, outside the timed part; the space is disposed in afterEach, so the engine's
  * frames are recycled and the table starts empty every time).
  */
-import type { AddressSpace } from "../src/address-space.ts"
+import type { AddressSpace } from "../test/helpers/internals.ts"
 import type { MergeReport } from "../src/core/merge.ts"
-import { Engine } from "../src/engine.ts"
+import { Engine } from "../test/helpers/internals.ts"
 import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, consume, GB, fmt, measure, MiB, PAGE } from "./lib.ts"
 import { expectedCounts, makeWorkload, populate, type Workload, type WorkloadSpec } from "./workload.ts"
 

@@ -13,7 +13,7 @@
  * Run alone: npx tsx bench/security.ts [--quick]   (also part of `npm run bench`, if listed there)
  */
 import { pathToFileURL } from "node:url"
-import { Engine, type EngineOptions } from "../src/engine.ts"
+import { Engine, type EngineOptions } from "../test/helpers/internals.ts"
 import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, consume, fmt, median, PAGE } from "./lib.ts"
 import { makeWorkload, populate, type Workload } from "./workload.ts"
 

@@ -8,7 +8,7 @@
  * - zero: every page populated with zeros (fill, like memset).
  */
 import { randomFillSync } from "node:crypto"
-import type { AddressSpace } from "../src/address-space.ts"
+import type { AddressSpace } from "../test/helpers/internals.ts"
 import { MiB, PAGE } from "./lib.ts"
 
 /** Shape of a workload. */

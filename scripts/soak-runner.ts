@@ -12,10 +12,10 @@
  * domain, secure pages that are armed are not writable. The run ends by stopping the loop,
  * disposing everything and checking that no frame and no table entry is left.
  */
-import type { AddressSpace } from "../src/address-space.ts"
-import { Engine } from "../src/engine.ts"
+import type { AddressSpace } from "../test/helpers/internals.ts"
+import { Engine } from "../test/helpers/internals.ts"
 import { SksmError } from "../src/errors.ts"
-import type { Scanner } from "../src/policy/scanner.ts"
+import type { Scanner } from "../test/helpers/internals.ts"
 import { checkCounters } from "../test/helpers/recount.ts"
 import { checkDomainIsolation, checkSecureInvariants } from "../test/helpers/security.ts"
 

@@ -30,10 +30,9 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
-import { Engine, type EngineOptions, type EngineStats } from "./engine.ts"
-import { SksmError } from "./errors.ts"
-import { DEFAULT_TUNABLES, type ResolvedTunables, type ScannerOptions, type ScannerTunables, type ScanReport, validateScannerOptions } from "./policy/options.ts"
-import type { Scanner } from "./policy/scanner.ts"
+import { Engine, type EngineOptions, type EngineStats, type Scanner, type ScannerOptions, type ScannerTunables, type ScanReport, SksmError } from "./index.ts"
+import type { OptionSpec } from "./policy/options.ts"
+import { DEFAULT_TUNABLES, POLICIES, POLICY_NAMES, type ScanPolicyName, validateScannerOptions } from "./policy/registry.ts"
 
 // ---------------------------------------------------------------- errors at the boundary
 
@@ -59,14 +58,24 @@ const UInt = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 0xffffffff
 const ULong = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
 const withDefault = <S extends Schema.Top>(s: S, value: S["Type"]) => s.pipe(Schema.withDecodingDefaultTypeKey(Effect.succeed(value)))
 
+/** The schema of one policy option, from its spec in the policy registry. */
+function optionField(spec: OptionSpec) {
+  return spec.kind === "int" ? Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: spec.min, maximum: spec.max }))) : Schema.optionalKey(Schema.Boolean)
+}
+
+/** Every policy's own options as optional fields, derived from the registry (a new policy adds its keys here by itself). */
+const POLICY_FIELDS: Record<string, ReturnType<typeof optionField>> = {}
+for (const name of POLICY_NAMES) for (const [key, spec] of Object.entries(POLICIES[name].options as Record<string, OptionSpec>)) POLICY_FIELDS[key] = optionField(spec)
+
 /**
  * The `ksmd` configuration: /sys/kernel/mm/ksm in camelCase, with the kernel's defaults and
  * validation, plus `run` (start the loop with the layer; default true, unlike the kernel's
- * run=0, because providing the layer is the request to run it) and `policy`.
+ * run=0, because providing the layer is the request to run it), `policy` (any name of the
+ * policy registry) and every policy's own options (derived from the registry).
  */
 export const KsmdConfig = Schema.Struct({
   run: withDefault(Schema.Boolean, true),
-  policy: withDefault(Schema.Literals(["ksm", "tracked"]), "ksm"),
+  policy: withDefault(Schema.Literals(POLICY_NAMES as readonly [ScanPolicyName, ...ScanPolicyName[]]), POLICY_NAMES[0]!),
   pagesToScan: Schema.optionalKey(UInt),
   sleepMillis: withDefault(UInt, DEFAULT_TUNABLES.sleepMillis),
   smartScan: withDefault(Schema.Boolean, DEFAULT_TUNABLES.smartScan),
@@ -75,10 +84,7 @@ export const KsmdConfig = Schema.Struct({
   advisorMinPagesToScan: withDefault(ULong, DEFAULT_TUNABLES.advisorMinPagesToScan),
   advisorMaxPagesToScan: withDefault(ULong, DEFAULT_TUNABLES.advisorMaxPagesToScan),
   advisorTargetScanTime: withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), DEFAULT_TUNABLES.advisorTargetScanTime),
-  stablePasses: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 255 }))),
-  rangePages: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1 << 20 }))),
-  thrashUnshares: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 0xffff }))),
-  maxBackoffPasses: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1 << 20 }))),
+  ...POLICY_FIELDS,
 }).check(
   // The kernel's cross-field rules, by the library's own validation (one source of truth).
   Schema.makeFilter((c) => {
@@ -108,7 +114,7 @@ export function ksmdConfig(path: string | readonly string[] = "ksmd"): Config.Co
 
 function toOptions(c: KsmdConfig): ScannerOptions {
   const { run: _run, ...rest } = c
-  return rest
+  return rest as ScannerOptions
 }
 
 // ---------------------------------------------------------------- services
@@ -136,7 +142,7 @@ export interface KsmdService {
   /** Write tunables (kernel validation); a new sleepMillis restarts the loop with the new spacing at once. */
   readonly set: (tunables: ScannerTunables) => Effect.Effect<void, KsmdInvalidTunable>
   /** The tunables in force. */
-  readonly tunables: Effect.Effect<Readonly<ResolvedTunables>>
+  readonly tunables: Effect.Effect<Scanner["tunables"]>
   /** engine.stats(). */
   readonly stats: Effect.Effect<EngineStats>
   /** Batches the loop fiber has run. */

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url"
 import { ConfigProvider, Effect, Exit, Layer } from "effect"
 import { describe, expect, it } from "vitest"
 import { Ksmd, KsmdInvalidTunable, KsmdScanError, SksmEngine } from "../src/effect.ts"
-import { Engine } from "../src/engine.ts"
+import { Engine } from "./helpers/internals.ts"
 
 const PS = 4096
 

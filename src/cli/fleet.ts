@@ -12,8 +12,8 @@
  * (malloc arena, sbrk, QuickJS heap, atoms) lives in linear memory.
  */
 import { newQuickJSWASMModule, newVariant, type QuickJSContext, type QuickJSRuntime, type QuickJSWASMModule, RELEASE_SYNC } from "quickjs-emscripten"
-import type { AddressSpace } from "../address-space.ts"
-import type { Engine } from "../engine.ts"
+import type { AddressSpace } from "../index.ts"
+import type { Engine } from "../index.ts"
 
 /** A live interpreter of the fleet. */
 export interface Instance {

@@ -6,12 +6,12 @@
  * Per page, in the kernel's order: write-protect (clear PAGE_WRITABLE), compare the bytes
  * in full against the candidate, then remap. The key only finds candidates.
  */
-import { Busy, InvalidArgument } from "../errors.ts"
+import { Busy, InvalidArgument, OutOfMemory } from "../errors.ts"
 import { FRAME_KSM, FRAME_SHARED, type FramePool, type SharingObserver, ZERO_FRAME } from "../memory/frames.ts"
 import { PAGE_KSM_ZERO, PAGE_MERGED, PAGE_PINNED, PAGE_UFFD_WP, PAGE_WRITABLE } from "../memory/flags.ts"
 import { secretWords } from "../memory/random.ts"
 import type { PagedSpace } from "../memory/space.ts"
-import { checkBool, show } from "../memory/validate.ts"
+import { checkBool, checkFunction, checkIntIn, readStringArray, show } from "../validate.ts"
 import { type ChecksumFunction, domainSalt, expandSeed, fromBytesChecksum, makeFullChecksum, makeSampledKey, type PageHash, secondKey } from "./checksum.ts"
 import { MergeTable } from "./table.ts"
 
@@ -101,6 +101,41 @@ export interface MergeCoreOptions {
   readonly idlePasses?: number
 }
 
+/** The keys of {@link MergeCoreOptions}. */
+export const MERGE_CORE_KEYS = ["useZeroPages", "maxPageSharing", "mergeAcrossDomains", "checksum", "seed", "maxCandidates", "secure", "secureDomains", "idlePasses"] as const
+
+/** {@link MergeCoreOptions} validated, every field present (`checksum`/`seed` undefined = default). */
+export interface ResolvedMergeCoreOptions {
+  readonly useZeroPages: boolean
+  readonly maxPageSharing: number
+  readonly mergeAcrossDomains: boolean
+  readonly checksum: ChecksumFunction | undefined
+  readonly seed: number | undefined
+  readonly maxCandidates: number
+  readonly secure: boolean
+  readonly secureDomains: readonly string[]
+  readonly idlePasses: number
+}
+
+/** Validate the merge core's fields of an options snapshot (read once by the engine). */
+export function resolveMergeCoreOptions(o: Readonly<Record<string, unknown>>): ResolvedMergeCoreOptions {
+  const seed = o["seed"]
+  if (seed !== undefined && (typeof seed !== "number" || !Number.isSafeInteger(seed) || seed < 0)) {
+    throw new InvalidArgument(`seed must be a safe non-negative integer, got ${show(seed)}`)
+  }
+  return Object.freeze({
+    useZeroPages: checkBool("useZeroPages", o["useZeroPages"] ?? true),
+    maxPageSharing: checkIntIn("maxPageSharing", o["maxPageSharing"] ?? 256, 2, Number.MAX_SAFE_INTEGER),
+    mergeAcrossDomains: checkBool("mergeAcrossDomains", o["mergeAcrossDomains"] ?? false),
+    checksum: o["checksum"] === undefined ? undefined : (checkFunction("checksum", o["checksum"]) as ChecksumFunction),
+    seed,
+    maxCandidates: checkIntIn("maxCandidates", o["maxCandidates"] ?? 32, 1, Number.MAX_SAFE_INTEGER),
+    secure: checkBool("secure", o["secure"] ?? false),
+    secureDomains: o["secureDomains"] === undefined ? [] : readStringArray("secureDomains", o["secureDomains"]),
+    idlePasses: checkIntIn("idlePasses", o["idlePasses"] ?? 1, 0, 254),
+  })
+}
+
 /** Counters the scanning policy keeps, read by engine.stats(). */
 export interface ScanCounters {
   pagesScanned: number
@@ -120,9 +155,9 @@ export interface ScanSource {
   /** Drop every rmap item and reset full_scans (run=2). */
   resetForUnmergeAll(): void
   /** rmap items held for `space`'s pages that are not PAGE_MERGED (engine.scanItemsOf). */
-  rmapItemsOf?(space: PagedSpace): number
+  rmapItemsOf(space: PagedSpace): number
   /** merge() just ran on pages [p0, p1): items of pages that became PAGE_MERGED now belong to the core. */
-  rangeMerged?(space: PagedSpace, p0: number, p1: number): void
+  rangeMerged(space: PagedSpace, p0: number, p1: number): void
 }
 
 const NO_SCAN: ScanCounters = { pagesScanned: 0, pagesSkipped: 0, fullScans: 0, pagesUnshared: 0, pagesVolatile: 0, rmapItems: 0, metadataBytes: 0 }
@@ -169,33 +204,25 @@ export class MergeCore implements SharingObserver {
   }
   #hintKey = 0
   #hintPlace = 0
+  /** Equal-key entries the last #find compared. */
+  #lastEqual = 0
+  /** Sampled keys that crowded: their pages live at the second level (see findCandidate). */
+  readonly #crowded = new Set<number>()
   #chainCache = { version: -1, chains: 0, dups: 0 }
 
-  constructor(pool: FramePool, options: MergeCoreOptions = {}) {
+  /** `options` come from {@link resolveMergeCoreOptions}. */
+  constructor(pool: FramePool, options: ResolvedMergeCoreOptions) {
     this.pool = pool
-    this.useZeroPages = checkBool("useZeroPages", options.useZeroPages ?? true)
-    const mps = options.maxPageSharing ?? 256
-    if (typeof mps !== "number" || !Number.isSafeInteger(mps) || mps < 2) throw new InvalidArgument(`maxPageSharing must be an integer >= 2, got ${show(mps)}`)
-    this.maxPageSharing = mps
-    this.mergeAcrossDomains = checkBool("mergeAcrossDomains", options.mergeAcrossDomains ?? false)
-    const mc = options.maxCandidates ?? 32
-    if (typeof mc !== "number" || !Number.isSafeInteger(mc) || mc < 1) throw new InvalidArgument(`maxCandidates must be an integer >= 1, got ${show(mc)}`)
+    this.useZeroPages = options.useZeroPages
+    this.maxPageSharing = options.maxPageSharing
+    this.mergeAcrossDomains = options.mergeAcrossDomains
+    const mc = options.maxCandidates
     this.maxCandidates = mc
     this.maxWalk = 4 * mc + 32
-    if (options.checksum !== undefined && typeof options.checksum !== "function") throw new InvalidArgument("checksum must be a function")
     const seed = options.seed
-    if (seed !== undefined && (typeof seed !== "number" || !Number.isSafeInteger(seed) || seed < 0)) {
-      throw new InvalidArgument(`seed must be a safe non-negative integer, got ${show(seed)}`)
-    }
-    this.secure = checkBool("secure", options.secure ?? false)
-    const sd = options.secureDomains ?? []
-    if (!Array.isArray(sd) || sd.some((d) => typeof d !== "string" || d.length === 0)) {
-      throw new InvalidArgument("secureDomains must be an array of non-empty strings")
-    }
-    this.#secureDomains = new Set(sd as readonly string[])
-    const ip = options.idlePasses ?? 1
-    if (typeof ip !== "number" || !Number.isSafeInteger(ip) || ip < 0 || ip > 254) throw new InvalidArgument(`idlePasses must be an integer from 0 to 254, got ${show(ip)}`)
-    this.idlePasses = ip
+    this.secure = options.secure
+    this.#secureDomains = new Set(options.secureDomains)
+    this.idlePasses = options.idlePasses
     // Secret key material: 128 bits from the OS CSPRNG unless a test fixed the seed.
     const material = seed === undefined ? secretWords(4) : expandSeed(seed)
     this.#wordsPerPage = pool.pageSize >>> 2
@@ -269,7 +296,7 @@ export class MergeCore implements SharingObserver {
     report.scanned = p1 - p0
     // merge() reserved an entry per page; give back what the range did not use.
     this.table.shrink(this.#entryMoved)
-    this.scan?.rangeMerged?.(space, p0, p1)
+    this.scan?.rangeMerged(space, p0, p1)
     return report
   }
 
@@ -401,25 +428,38 @@ export class MergeCore implements SharingObserver {
   /**
    * The table entry holding content identical to frame `f` under `key` that can take one
    * more mapper (the first such dup, as stable_node_dup without pruning), or NO_CANDIDATE, or
-   * CROWDED. A lookup compares at most `maxCandidates` equal-key entries and visits at most
-   * `maxWalk` bucket entries; when the sampled key's chain is cut short it looks again under
-   * the page's second-level key (keyed full-page checksum, {@link secondKey}), with the same
-   * bounds. CROWDED: both levels were cut short without an identical entry. Work per call:
-   * at most 2 * maxCandidates memcmps, 2 * maxWalk entries and one full checksum.
+   * CROWDED. Two key levels: the sampled `key`, and for a key that ever held more than
+   * `maxCandidates` entries (a *crowded* key: many distinct pages with one sample) the page's
+   * second-level key (keyed full-page checksum, {@link secondKey}). When a key crowds, every
+   * entry it holds moves to its second level at once ({@link #crowd}), so an identical page is
+   * always found on the level where it sits: a flood of near-identical pages arriving after a
+   * page cannot hide it. A lookup level compares at most `maxCandidates` equal-key entries and
+   * visits at most `maxWalk` bucket entries; CROWDED means even the second level was cut short
+   * (only full-checksum collisions do that). Work per call: at most 2 * maxCandidates memcmps,
+   * 2 * maxWalk entries and one full checksum.
    */
   findCandidate(f: number, key: number): number {
     this.#hintFrame = f
     this.#hintKey = key
-    this.#hintPlace = key
-    const e = this.#find(f, key)
-    if (e >= 0 || e === NO_CANDIDATE) return e
-    // Cut short: the second level may hold a match (or a dup with room placed there earlier).
+    if (!this.#crowded.has(key)) {
+      const e = this.#find(f, key)
+      if (e >= 0) return e
+      if (e === NO_CANDIDATE) {
+        // Inserting here would crowd the key: the insert crowds it first (see #placeKey).
+        this.#hintPlace = this.#lastEqual >= this.maxCandidates ? CROWD_ON_INSERT : key
+        return e
+      }
+      // FULL_CUT: every identical entry seen is full; a new dup joins its siblings here.
+      if (e === FULL_CUT) {
+        this.#hintPlace = key
+        return NO_CANDIDATE
+      }
+      // Cut short by the bucket walk (other keys share the bucket): look at the second level too.
+    }
     const k2 = secondKey(this.checksumOf(f), key)
+    this.#hintPlace = k2
     const e2 = this.#find(f, k2)
     if (e2 >= 0) return e2
-    // Identical entries all full at level one: a new dup joins its siblings there.
-    if (e === FULL_CUT) return NO_CANDIDATE
-    this.#hintPlace = k2
     return e2 === CROWDED ? CROWDED : NO_CANDIDATE
   }
 
@@ -451,39 +491,91 @@ export class MergeCore implements SharingObserver {
     }
     this.lookupVisits += visited
     this.lookupCompares += compared > maxCandidates ? maxCandidates : compared
+    this.#lastEqual = compared
     return r
   }
 
-  /** Key to insert frame `f` under: the sampled `key`, or its second level when that chain is crowded. */
+  /** Key to insert frame `f` under: the sampled `key`, or its second level once that key is crowded. */
   #placeKey(f: number, key: number): number {
     // Right after findCandidate on this frame and key (the usual case): where that lookup ended.
-    if (f === this.#hintFrame && key === this.#hintKey) return this.#hintPlace
-    const table = this.table
-    let equal = 0
-    let visited = 0
-    let crowded = false
-    for (let e = table.head(key); e !== -1; e = table.next[e]!) {
-      if (++visited > this.maxWalk || (table.key[e] === key && ++equal > this.maxCandidates)) {
-        crowded = true
-        break
+    let place = f === this.#hintFrame && key === this.#hintKey ? this.#hintPlace : -2
+    if (place === -2) {
+      if (this.#crowded.has(key)) return secondKey(this.checksumOf(f), key)
+      const table = this.table
+      let equal = 0
+      let visited = 0
+      place = key
+      for (let e = table.head(key); e !== -1; e = table.next[e]!) {
+        if (++visited > this.maxWalk) break
+        if (table.key[e] === key && ++equal >= this.maxCandidates) {
+          place = CROWD_ON_INSERT
+          break
+        }
       }
+      this.lookupVisits += visited
     }
-    this.lookupVisits += visited
-    if (!crowded) return key
-    // Crowded: a dup of content already at level one still goes there (bounded memcmps).
-    let compared = 0
-    let walked = 0
-    for (let e = table.head(key); e !== -1 && compared < this.maxCandidates && walked < this.maxWalk; e = table.next[e]!) {
-      walked++
-      if (table.key[e] !== key) continue
-      compared++
-      if (this.pool.compare(table.frame[e]!, f) === 0) {
-        this.lookupCompares += compared
-        return key
-      }
-    }
-    this.lookupCompares += compared
+    if (place !== CROWD_ON_INSERT) return place
+    this.#crowd(key)
     return secondKey(this.checksumOf(f), key)
+  }
+
+  /**
+   * Key `key` has as many entries as a lookup compares: from now on its pages live at their
+   * second level. Every entry under it moves there now (one full checksum each, once per entry
+   * in its life), so nothing stays behind where lookups no longer look.
+   */
+  #crowd(key: number): void {
+    this.#crowded.add(key)
+    const table = this.table
+    const move: number[] = []
+    for (let e = table.head(key); e !== -1; e = table.next[e]!) if (table.key[e] === key) move.push(e)
+    for (const e of move) table.rekey(e, secondKey(this.checksumOf(table.frame[e]!), key))
+  }
+
+  /**
+   * The stable half of cmp_and_merge_page, shared by both scanner policies: page `pi` (frame
+   * `f`, unmerged, judged stable by the policy) maps the zero frame if it is all zeros (with
+   * useZeroPages; never a pinned page), else merges into an identical table frame with room.
+   * Returns Outcome.ZeroMapped, Merged, Pinned (a partner exists but the page is pinned, so it
+   * cannot be write-protected), Crowded, or -1: no stable partner; {@link lastKey} then holds the
+   * salted table key for a later {@link mergePair}.
+   */
+  mergeStable(space: PagedSpace, pi: number, f: number, salt: number, pinned: boolean): number {
+    const pool = this.pool
+    if (this.useZeroPages && !pinned && pool.words[f >>> pool.slabShift]![(f & pool.slabMask) * this.#wordsPerPage] === 0 && pool.isZero(f)) {
+      this.mapZero(space, pi)
+      return Outcome.ZeroMapped
+    }
+    const key = (this.keyOf(f) ^ salt) >>> 0
+    this.lastKey = key
+    const e = this.findCandidate(f, key)
+    if (e >= 0) {
+      if (pinned) return Outcome.Pinned
+      this.mergeInto(space, pi, e)
+      return Outcome.Merged
+    }
+    return e === CROWDED ? Outcome.Crowded : -1
+  }
+
+  /** The salted table key {@link mergeStable} computed last. */
+  lastKey = 0
+
+  /**
+   * Two identical, unmerged, unpinned pages a policy found (its unstable index): page `kpi` of
+   * `keep` becomes a table frame under `key` and page `jpi` of `join` merges into it
+   * (try_to_merge_two_pages + stable_tree_insert). Reserves its table entry first: returns
+   * false, having changed nothing, when the table cannot grow.
+   */
+  mergePair(keep: PagedSpace, kpi: number, join: PagedSpace, jpi: number, key: number): boolean {
+    try {
+      this.table.reserve(1)
+    } catch (err) {
+      if (err instanceof OutOfMemory) return false
+      throw err
+    }
+    const e = this.insertUnique(keep, kpi, key)
+    this.mergeInto(join, jpi, e)
+    return true
   }
 
   /** Map page `pi` to the zero frame as a merge-placed zero page (ksm_map_zero_page). */
@@ -647,6 +739,7 @@ export class MergeCore implements SharingObserver {
     this.pool.ensureFree(need, "unmerge")
     // One reservation for every space: a per-space one could fail after earlier spaces changed.
     for (const s of spaces) this.#unmergeReserved(s, 0, s.pages)
+    if (this.table.size === 0) this.#crowded.clear()
     this.scan?.resetForUnmergeAll()
   }
 
@@ -714,7 +807,8 @@ export class MergeCore implements SharingObserver {
 
   /** Bytes the merge machinery holds: the table and the policy's per-page state. */
   get metadataBytes(): number {
-    return this.table.bytes + this.scanCounters().metadataBytes
+    // A Set entry costs V8 about 16 bytes (hash table of key + chain).
+    return this.table.bytes + this.#crowded.size * 16 + this.scanCounters().metadataBytes
   }
 }
 
@@ -736,3 +830,5 @@ export const NO_CANDIDATE = -1
 export const CROWDED = -2
 /** #find: cut short, but an identical entry (full) was seen: a new dup may be made. */
 const FULL_CUT = -3
+/** #hintPlace: the insert must crowd the key first (table keys are u32, so never -1). */
+const CROWD_ON_INSERT = -1

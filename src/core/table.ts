@@ -119,18 +119,31 @@ export class MergeTable {
     return e
   }
 
-  /** Unlink entry `e` and put it on the free list. */
-  remove(e: number): void {
+  /** Move linked entry `e` under `key`: unlink it from its bucket, link it at the head of the new one. */
+  rekey(e: number, key: number): void {
+    this.#unlink(e)
+    this.key[e] = key
+    const b = key & this.#mask
+    this.next[e] = this.#buckets[b]!
+    this.#buckets[b] = e
+    this.version++
+  }
+
+  #unlink(e: number): void {
     const b = this.key[e]! & this.#mask
     let p = this.#buckets[b]!
-    if (this.next[e] === DETACHED) {
-      // Linked into no bucket: nothing to unlink.
-    } else if (p === e) {
+    if (p === e) {
       this.#buckets[b] = this.next[e]!
     } else {
       while (this.next[p] !== e) p = this.next[p]!
       this.next[p] = this.next[e]!
     }
+  }
+
+  /** Unlink entry `e` and put it on the free list. */
+  remove(e: number): void {
+    // A detached entry is linked into no bucket: nothing to unlink.
+    if (this.next[e] !== DETACHED) this.#unlink(e)
     this.setMappers(e, 0)
     this.frame[e] = NONE
     this.next[e] = this.#freeHead
@@ -181,16 +194,8 @@ export class MergeTable {
       if (h !== NONE) this.#buckets[b] = renumber[h]!
     }
     this.#freeHead = NONE
-    for (let e = cap - 1; e >= live; e--) {
-      next[e] = this.#freeHead
-      this.#freeHead = e
-    }
-    this.frame = frame
-    this.key = key
-    this.next = next
-    this.#mappers = mappers
+    this.#install(frame, key, next, mappers, live, cap)
     this.#overflow = overflow
-    this.#capacity = cap
     // Buckets shrink too, to an average chain of at most 8 (a chain step is one integer compare).
     let buckets = this.#mask + 1
     while (buckets > 16 && (buckets / 2) * 8 >= live) buckets /= 2
@@ -236,8 +241,12 @@ export class MergeTable {
     key.set(this.key)
     next.set(this.next)
     mappers.set(this.#mappers)
-    // New slots go on the free list, lowest first.
-    for (let e = cap - 1; e >= this.#capacity; e--) {
+    this.#install(frame, key, next, mappers, this.#capacity, cap)
+  }
+
+  /** Adopt new entry arrays of `cap` slots; slots from `firstFree` up go on the free list, lowest first. */
+  #install(frame: Int32Array, key: Uint32Array, next: Int32Array, mappers: Uint16Array, firstFree: number, cap: number): void {
+    for (let e = cap - 1; e >= firstFree; e--) {
       next[e] = this.#freeHead
       this.#freeHead = e
     }

@@ -21,9 +21,10 @@
  * having changed nothing or completes.
  */
 import { InvalidArgument, OutOfMemory, SksmError } from "../errors.ts"
+import { defer, nowMillis } from "../platform.ts"
+import { checkBool, readOptions, show } from "../validate.ts"
 import { FRAME_KSM, FRAME_PINNED, type FramePool } from "./frames.ts"
 import type { PagedSpace } from "./space.ts"
-import { show } from "./validate.ts"
 
 /** What one compaction call did (engine.compact / the automatic policy). */
 export interface CompactReport {
@@ -63,7 +64,7 @@ export function emptyCompactReport(): CompactReport {
  * and Busy if called from inside a user callback of the engine.
  */
 export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budget: number): CompactReport {
-  const t0 = performance.now()
+  const t0 = nowMillis()
   // Not from inside a user callback: the merge that called it holds frame ids.
   if (pool.busy !== 0) pool.assertIdle()
   if (pool.failpoint !== null) pool.failpoint("compact")
@@ -131,7 +132,7 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
   }
 
   // ---- move ------------------------------------------------------------------------------
-  // Cannot fail from here on: only typed-array stores, Buffer copies and free-list pops.
+  // Cannot fail from here on: only typed-array stores, frame copies and free-list pops.
   let k = 0 // current destination slab in `kept`
   let moved = 0
   const observer = pool.observer
@@ -199,7 +200,7 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
   // A step that could move and moved nothing cannot make progress (e.g. a frame in use with no
   // PTE): report done rather than invite endless retries.
   report.done = report.framesRemaining === 0 || (moved === 0 && budget > 0)
-  report.ms = performance.now() - t0
+  report.ms = nowMillis() - t0
   return report
 }
 
@@ -226,7 +227,7 @@ export interface AutoCompactOptions {
   readonly budgetPages?: number
   /**
    * When an automatic step stops on its budget, continue with further steps on later
-   * event-loop turns (setImmediate, unref'd: it never keeps the process alive) until done,
+   * event-loop turns (the platform's deferred step; never keeps a Node process alive) until done,
    * so a host gets its memory back without calling anything, in pauses of at most
    * `budgetPages` moves. `false`: continue only at the next trigger or engine.maybeCompact().
    * @default true
@@ -261,6 +262,16 @@ export interface CompactionTotals {
   readonly longestMs: number
 }
 
+const AUTO_COMPACT_KEYS = ["enabled", "minFreeFrames", "minFreeRatio", "budgetPages", "background"] as const
+
+/** The argument of engine.compact(): `{ budgetPages? }`, read once. Returns the budget. */
+export function readCompactOptions(options: unknown): number {
+  if (options === undefined) return Number.POSITIVE_INFINITY
+  if (typeof options !== "object" || options === null) throw new InvalidArgument("options must be an object { budgetPages? }")
+  const o = readOptions("compact()", options, ["budgetPages"])
+  return checkBudget("budgetPages", o["budgetPages"] ?? Number.POSITIVE_INFINITY)
+}
+
 function checkBudget(name: string, value: unknown): number {
   if (value === Number.POSITIVE_INFINITY) return value
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
@@ -282,7 +293,7 @@ export class Compactor {
   /** A background continuation is scheduled. */
   #scheduled = false
 
-  constructor(pool: FramePool, spaces: () => Iterable<PagedSpace>, options: boolean | AutoCompactOptions | undefined) {
+  constructor(pool: FramePool, spaces: () => Iterable<PagedSpace>, options: unknown) {
     this.#pool = pool
     this.#spaces = spaces
     this.#settings = { enabled: true, minFreeFrames: 2 * pool.framesPerSlab, minFreeRatio: 0.125, budgetPages: DEFAULT_COMPACT_BUDGET_PAGES, background: true }
@@ -297,18 +308,18 @@ export class Compactor {
     return { ...this.#totals }
   }
 
-  /** Validate all of `options`, then apply them (a bad field changes nothing). */
-  configure(options: boolean | AutoCompactOptions): void {
-    if (typeof options === "boolean") {
-      this.#settings = { ...this.#settings, enabled: options }
+  /** Validate all of `options` (read once), then apply them (a bad field changes nothing). */
+  configure(input: unknown): void {
+    if (typeof input === "boolean") {
+      this.#settings = { ...this.#settings, enabled: input }
       return
     }
-    if (typeof options !== "object" || options === null) {
+    if (typeof input !== "object" || input === null) {
       throw new InvalidArgument("autoCompact must be a boolean or { enabled?, minFreeFrames?, minFreeRatio?, budgetPages?, background? }")
     }
+    const options = readOptions("autoCompact", input, AUTO_COMPACT_KEYS) as AutoCompactOptions
     const cur = this.#settings
-    const enabled = options.enabled ?? cur.enabled
-    if (typeof enabled !== "boolean") throw new InvalidArgument(`autoCompact.enabled must be a boolean, got ${typeof enabled}`)
+    const enabled = checkBool("autoCompact.enabled", options.enabled ?? cur.enabled)
     const minFreeFrames = options.minFreeFrames ?? cur.minFreeFrames
     if (typeof minFreeFrames !== "number" || !Number.isSafeInteger(minFreeFrames) || minFreeFrames < 0) {
       throw new InvalidArgument(`autoCompact.minFreeFrames must be a non-negative integer, got ${show(minFreeFrames)}`)
@@ -319,8 +330,7 @@ export class Compactor {
     }
     const budgetPages = checkBudget("autoCompact.budgetPages", options.budgetPages ?? cur.budgetPages)
     if (budgetPages === 0) throw new InvalidArgument("autoCompact.budgetPages must be at least 1")
-    const background = options.background ?? cur.background
-    if (typeof background !== "boolean") throw new InvalidArgument(`autoCompact.background must be a boolean, got ${typeof background}`)
+    const background = checkBool("autoCompact.background", options.background ?? cur.background)
     this.#settings = { enabled, minFreeFrames, minFreeRatio, budgetPages, background }
   }
 
@@ -359,10 +369,10 @@ export class Compactor {
     this.#pending = !r.done
     if (this.#pending && st.background && !this.#scheduled) {
       this.#scheduled = true
-      setImmediate(() => {
+      defer(() => {
         this.#scheduled = false
         this.maybeCompact()
-      }).unref()
+      })
     }
     return r
   }

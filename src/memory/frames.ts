@@ -7,8 +7,9 @@
  * never moved. Every unpopulated page and every merge-placed zero page maps it.
  */
 import { Busy, InvalidArgument, OutOfMemory } from "../errors.ts"
+import { show } from "../validate.ts"
+import { type FrameBacking, heapBacking } from "./backing.ts"
 import { makeRandom, type RandomU32 } from "./random.ts"
-import { show } from "./validate.ts"
 
 /** Frame flag: the frame is in the merge table (a KSM page); never reused in place on write. */
 export const FRAME_KSM = 1
@@ -38,6 +39,30 @@ export interface FramePoolOptions {
   readonly slabBytes?: number
 }
 
+/** {@link FramePoolOptions} validated, every field present. */
+export interface ResolvedFramePoolOptions {
+  readonly pageSize: number
+  readonly maxMemoryBytes: number
+  readonly slabBytes: number
+}
+
+/** Validate the frame pool's fields of an options snapshot (InvalidArgument names the field). */
+export function resolveFramePoolOptions(o: Readonly<Record<string, unknown>>): ResolvedFramePoolOptions {
+  const pageSize = o["pageSize"] ?? 4096
+  if (!isPowerOfTwoIn(pageSize, 512, 65536)) throw new InvalidArgument(`pageSize must be a power of two from 512 to 65536, got ${show(pageSize)}`)
+  const maxMemoryBytes = o["maxMemoryBytes"] ?? Number.POSITIVE_INFINITY
+  if (typeof maxMemoryBytes !== "number" || !(Number.isSafeInteger(maxMemoryBytes) || maxMemoryBytes === Number.POSITIVE_INFINITY) || maxMemoryBytes < pageSize) {
+    throw new InvalidArgument(`maxMemoryBytes must be Infinity or a safe integer >= pageSize, got ${show(maxMemoryBytes)}`)
+  }
+  const slabBytes = o["slabBytes"] ?? Math.max(1 << 20, pageSize)
+  if (!isPowerOfTwoIn(slabBytes, pageSize, 1 << 30)) throw new InvalidArgument(`slabBytes must be a power of two from pageSize to 1 GiB, got ${show(slabBytes)}`)
+  return { pageSize, maxMemoryBytes, slabBytes }
+}
+
+function isPowerOfTwoIn(v: unknown, lo: number, hi: number): v is number {
+  return typeof v === "number" && Number.isInteger(v) && v >= lo && v <= hi && (v & (v - 1)) === 0
+}
+
 const EMPTY_I32 = new Int32Array(0)
 
 /**
@@ -59,8 +84,8 @@ export class FramePool {
   readonly framesPerSlab: number
   readonly maxMemoryBytes: number
 
-  /** Slab buffers (Buffer so the core can memcmp without allocating views); `null` once released. */
-  slabs: (Buffer | null)[] = []
+  /** Slab bytes; `null` once released. */
+  slabs: (Uint8Array | null)[] = []
   /** One DataView per slab, for the word accessors. */
   views: (DataView | null)[] = []
   /** One Uint32Array per slab, for checksums. */
@@ -108,28 +133,19 @@ export class FramePool {
    * candidate page pays the same copy on its first write.
    */
   reuseSoleKsm = true
-  readonly zeroPage: Buffer
+  /** How slab bytes are allocated, compared and copied (the frame-backing seam). */
+  readonly backing: FrameBacking
 
-  constructor(options: FramePoolOptions = {}) {
-    const pageSize = options.pageSize ?? 4096
-    if (typeof pageSize !== "number" || !Number.isInteger(pageSize) || pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) {
-      throw new InvalidArgument(`pageSize must be a power of two from 512 to 65536, got ${show(pageSize)}`)
-    }
-    const maxMemoryBytes = options.maxMemoryBytes ?? Number.POSITIVE_INFINITY
-    if (typeof maxMemoryBytes !== "number" || !(Number.isSafeInteger(maxMemoryBytes) || maxMemoryBytes === Number.POSITIVE_INFINITY) || maxMemoryBytes < pageSize) {
-      throw new InvalidArgument(`maxMemoryBytes must be Infinity or a safe integer >= pageSize, got ${show(maxMemoryBytes)}`)
-    }
-    const slabBytes = options.slabBytes ?? Math.max(1 << 20, pageSize)
-    if (typeof slabBytes !== "number" || !Number.isInteger(slabBytes) || slabBytes < pageSize || slabBytes > 1 << 30 || (slabBytes & (slabBytes - 1)) !== 0) {
-      throw new InvalidArgument(`slabBytes must be a power of two from pageSize to 1 GiB, got ${show(slabBytes)}`)
-    }
+  /** `options` must be validated already ({@link resolveFramePoolOptions}). */
+  constructor(options: ResolvedFramePoolOptions, backing: FrameBacking = heapBacking(options.pageSize)) {
+    const { pageSize, maxMemoryBytes, slabBytes } = options
+    this.backing = backing
     this.pageSize = pageSize
     this.pageShift = Math.log2(pageSize)
     this.framesPerSlab = slabBytes / pageSize
     this.slabShift = Math.log2(this.framesPerSlab)
     this.slabMask = this.framesPerSlab - 1
     this.maxMemoryBytes = maxMemoryBytes
-    this.zeroPage = Buffer.alloc(pageSize)
     // Frame 0 is the zero frame: allocate it now so it is always slab 0, offset 0.
     this.#reserve(1)
     const z = this.#pop()
@@ -215,8 +231,7 @@ export class FramePool {
     const ps = this.pageShift
     const src = this.slabs[from >>> this.slabShift]!
     const dst = this.slabs[to >>> this.slabShift]!
-    const so = (from & this.slabMask) << ps
-    src.copy(dst, (to & this.slabMask) << ps, so, so + this.pageSize)
+    this.backing.copy(src, (from & this.slabMask) << ps, dst, (to & this.slabMask) << ps, this.pageSize)
   }
 
   /** memcmp of two frames: 0 when identical. */
@@ -224,20 +239,17 @@ export class FramePool {
     const ps = this.pageShift
     const sa = this.slabs[a >>> this.slabShift]!
     const sb = this.slabs[b >>> this.slabShift]!
-    const oa = (a & this.slabMask) << ps
-    const ob = (b & this.slabMask) << ps
-    return sa.compare(sb, ob, ob + this.pageSize, oa, oa + this.pageSize)
+    return this.backing.compare(sa, (a & this.slabMask) << ps, sb, (b & this.slabMask) << ps, this.pageSize)
   }
 
   /** True when frame `f` holds only zero bytes. */
   isZero(f: number): boolean {
     const s = this.slabs[f >>> this.slabShift]!
-    const o = (f & this.slabMask) << this.pageShift
-    return this.zeroPage.compare(s, o, o + this.pageSize) === 0
+    return this.backing.isZero(s, (f & this.slabMask) << this.pageShift, this.pageSize)
   }
 
   /** The slab holding frame `f` and the byte offset of the frame in it. */
-  slabOf(f: number): Buffer {
+  slabOf(f: number): Uint8Array {
     return this.slabs[f >>> this.slabShift]!
   }
   offsetOf(f: number): number {
@@ -316,9 +328,9 @@ export class FramePool {
       reserved += bytes
       plan += bytes / this.pageSize
     }
-    let buffers: Buffer[]
+    let buffers: Uint8Array[]
     try {
-      buffers = sizes.map((b) => Buffer.alloc(b))
+      buffers = sizes.map((b) => this.backing.allocate(b))
     } catch (cause) {
       throw new OutOfMemory(`the runtime refused ${sizes.length} slab(s): ${show(cause)}`)
     }

@@ -19,10 +19,19 @@
  * Differences from the kernel are listed in {@link pagemapScan}'s doc comment.
  */
 import { InvalidArgument, OutOfBounds } from "../errors.ts"
+import { checkBool, checkInt, readOptions, show } from "../validate.ts"
 import { ZERO_FRAME } from "./frames.ts"
 import { PAGE_KSM_ZERO, PAGE_SOFT_DIRTY, PAGE_UFFD_REG, PAGE_UFFD_WP, PAGE_WRITABLE } from "./flags.ts"
-import type { PagedSpace } from "./space.ts"
-import { checkInt, show } from "./validate.ts"
+
+/** What a PAGEMAP_SCAN walks: a space's page table and flags (PagedSpace is one). */
+export interface PagemapTarget {
+  readonly pageSize: number
+  readonly size: number
+  readonly pte: Int32Array
+  readonly pflags: Uint8Array
+  /** Throws SpaceDisposed after dispose. */
+  live(): void
+}
 
 /**
  * Page categories of PAGEMAP_SCAN, with the kernel's bit values (`PAGE_IS_*` in
@@ -97,7 +106,7 @@ export interface PagemapScanResult {
 }
 
 /** The keys of PagemapScanArgs; any other key is InvalidArgument, as the kernel rejects unknown flag bits (a typo must not pass silently). */
-const KNOWN_KEYS: ReadonlySet<string> = new Set([
+const KNOWN_KEYS: readonly string[] = [
   "start",
   "end",
   "categoryMask",
@@ -108,7 +117,7 @@ const KNOWN_KEYS: ReadonlySet<string> = new Set([
   "maxRegions",
   "wpMatching",
   "checkWpAsync",
-])
+]
 
 const WPALLOWED = PageCategory.WPALLOWED
 const WRITTEN = PageCategory.WRITTEN
@@ -179,9 +188,7 @@ function optMask(name: string, value: unknown): number {
 }
 
 function optFlag(name: string, value: unknown): boolean {
-  if (value === undefined) return false
-  if (typeof value !== "boolean") throw new InvalidArgument(`${name} must be a boolean, got ${typeof value}`)
-  return value
+  return value === undefined ? false : checkBool(name, value)
 }
 
 function optCount(name: string, value: unknown, ifAbsent: number): number {
@@ -219,12 +226,11 @@ function optCount(name: string, value: unknown, ifAbsent: number): number {
  *   sksm has no clear_refs, and SOFT_DIRTY is the page's own bit only.
  * - Regions are returned as objects (no user buffer, so no EFAULT), one per run.
  */
-export function pagemapScan(space: PagedSpace, args: PagemapScanArgs): PagemapScanResult {
+export function pagemapScan(space: PagemapTarget, argsIn: PagemapScanArgs): PagemapScanResult {
   space.live()
-  if (typeof args !== "object" || args === null) throw new InvalidArgument("pagemapScan args must be an object { start, end, returnMask, ... }")
-  for (const k of Object.keys(args)) {
-    if (!KNOWN_KEYS.has(k)) throw new InvalidArgument(`unknown pagemapScan argument "${k}"`)
-  }
+  if (argsIn === undefined) throw new InvalidArgument("pagemapScan args must be an object { start, end, returnMask, ... }")
+  // One read of each field into a frozen snapshot: a getter cannot change a field after its check.
+  const args = readOptions("pagemapScan()", argsIn, KNOWN_KEYS) as Partial<PagemapScanArgs>
   const ps = space.pageSize
   const start = checkInt("start", args.start)
   const rawEnd = checkInt("end", args.end)

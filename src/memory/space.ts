@@ -7,7 +7,8 @@
  * This is the memory layer: it knows frames, page tables, copy-on-write, pins and
  * write tracking, and nothing about merging beyond the PAGE_MERGED bit it must honour.
  */
-import { InvalidArgument, OutOfBounds, PinnedPage, SpaceDisposed } from "../errors.ts"
+import { InvalidArgument, OutOfBounds, OutOfMemory, PinnedPage, SpaceDisposed } from "../errors.ts"
+import { checkAlignedRange, checkBool, checkBytes, checkInt, checkIntIn, checkRange, readOptions, show } from "../validate.ts"
 import { FRAME_KSM, FRAME_PINNED, type FramePool, ZERO_FRAME } from "./frames.ts"
 import {
   PAGE_FAULT_CLEARS,
@@ -21,7 +22,6 @@ import {
   PAGE_WRITABLE,
 } from "./flags.ts"
 import { pagemapScan, type PagemapScanArgs, type PagemapScanResult } from "./pagemap.ts"
-import { checkAlignedRange, checkBytes, checkInt, checkIntIn, checkRange, show } from "./validate.ts"
 
 /** Options of `engine.createSpace`. */
 export interface SpaceOptions {
@@ -31,6 +31,36 @@ export interface SpaceOptions {
   readonly name?: string
   /** Merge domain: pages merge only within one domain unless the engine allows crossing. @default "default" */
   readonly domain?: string
+}
+
+/** The keys of {@link SpaceOptions}. */
+const SPACE_KEYS = ["size", "name", "domain"] as const
+
+/** {@link SpaceOptions} read once and validated (except `size` against a page size). */
+export interface ResolvedSpaceOptions {
+  readonly size: number
+  readonly name: string | undefined
+  readonly domain: string
+}
+
+/**
+ * Read `engine.createSpace(options)` once into a validated snapshot (InvalidArgument names the
+ * field; unknown keys are refused with the nearest valid one).
+ */
+export function resolveSpaceOptions(options: unknown, pageSize: number): ResolvedSpaceOptions {
+  if (options === undefined) throw new InvalidArgument("createSpace needs options { size, name?, domain? }")
+  const o = readOptions("createSpace()", options, SPACE_KEYS)
+  const size = o["size"]
+  if (typeof size !== "number" || !Number.isSafeInteger(size) || size <= 0) {
+    throw new InvalidArgument(`size must be a positive safe integer, got ${show(size)}`)
+  }
+  if (size % pageSize !== 0) throw new InvalidArgument(`size ${size} is not a multiple of the page size ${pageSize}`)
+  if (size / pageSize > 0x7fffffff) throw new InvalidArgument(`size ${size} needs more than 2^31-1 pages`)
+  const name = o["name"]
+  if (name !== undefined && typeof name !== "string") throw new InvalidArgument(`name must be a string, got ${show(name)}`)
+  const domain = o["domain"] === undefined ? "default" : o["domain"]
+  if (typeof domain !== "string" || domain.length === 0) throw new InvalidArgument(`domain must be a non-empty string, got ${show(domain)}`)
+  return Object.freeze({ size, name, domain })
 }
 
 const EMPTY_I32 = new Int32Array(0)
@@ -85,34 +115,23 @@ export class PagedSpace {
   #views: (DataView | null)[]
   #lastU16: number
 
-  /** @internal use engine.createSpace. `secure`: the domain runs in secure mode. */
-  constructor(pool: FramePool, options: SpaceOptions, secure = false) {
-    if (typeof options !== "object" || options === null) throw new InvalidArgument("options must be an object { size, name?, domain? }")
+  /** `options` come from {@link resolveSpaceOptions}. `secure`: the domain runs in secure mode. */
+  constructor(pool: FramePool, options: ResolvedSpaceOptions, secure: boolean) {
     const size = options.size
-    if (typeof size !== "number" || !Number.isSafeInteger(size) || size <= 0) {
-      throw new InvalidArgument(`size must be a positive safe integer, got ${show(size)}`)
-    }
-    if (size % pool.pageSize !== 0) throw new InvalidArgument(`size ${size} is not a multiple of the page size ${pool.pageSize}`)
-    const pages = size / pool.pageSize
-    if (pages > 0x7fffffff) throw new InvalidArgument(`size ${size} needs more than 2^31-1 pages`)
-    if (options.name !== undefined && typeof options.name !== "string") throw new InvalidArgument("name must be a string")
-    if (options.domain !== undefined && (typeof options.domain !== "string" || options.domain.length === 0)) {
-      throw new InvalidArgument("domain must be a non-empty string")
-    }
     this.id = nextSpaceId++
     this.pool = pool
     this.size = size
     this.pageSize = pool.pageSize
-    this.pages = pages
+    this.pages = size / pool.pageSize
     this.name = options.name ?? `space-${this.id}`
-    this.domain = options.domain ?? "default"
+    this.domain = options.domain
     pool.assertIdle()
     // Page tables are an allocation point too (createSpace, fork): fault injection can fail it.
     if (pool.failpoint !== null) pool.failpoint("space")
-    this.pte = new Int32Array(pages)
-    this.pflags = new Uint8Array(pages)
+    this.pte = new Int32Array(this.pages)
+    this.pflags = new Uint8Array(this.pages)
     this.secure = secure === true
-    this.idle = this.secure ? new Uint8Array(pages) : null
+    this.idle = this.secure ? new Uint8Array(this.pages) : null
     this.#shift = pool.pageShift
     this.#mask = pool.pageSize - 1
     this.#slabShift = pool.slabShift
@@ -121,6 +140,18 @@ export class PagedSpace {
     this.#lastU32 = size - 4
     this.#views = pool.views
     this.#lastU16 = size - 2
+  }
+
+  /**
+   * PR_SET_MEMORY_MERGE state: every page of the space is a candidate for the background
+   * scanner (the per-page alternative is PAGE_MERGEABLE). Lives here, beside the page flags it
+   * widens, so the scanner reads it from the memory model. Inherited by fork().
+   */
+  mergeAny = false
+
+  /** Whether page `pi` is a candidate for the background scanner (MADV_MERGEABLE or mergeAny). */
+  isMergeable(pi: number): boolean {
+    return this.mergeAny || (this.pflags[pi]! & PAGE_MERGEABLE) !== 0
   }
 
   /** True once dispose() ran. */
@@ -190,14 +221,7 @@ export class PagedSpace {
 
   /** Write a little-endian u16: the low 16 bits of `value`, a safe integer. */
   writeU16(addr: number, value: number): void {
-    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.#lastU16)) this.#badAddr(addr, 2)
-    if (typeof value !== "number" || ((value | 0) !== value && !Number.isSafeInteger(value))) this.#badValue(value)
-    const off = addr & this.#mask
-    if (off > this.#mask - 1) return this.#writeStraddle(addr, value, 2)
-    const pi = (addr - off) / this.pageSize
-    if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
-    const f = this.pte[pi]!
-    this.pool.views[f >>> this.#slabShift]!.setUint16(((f & this.#slabMask) << this.#shift) + off, value, true)
+    this.#writeWord(addr, value, 2, this.#lastU16)
   }
 
   /**
@@ -220,14 +244,22 @@ export class PagedSpace {
   }
 
   #writeU32Slow(addr: number, value: number): void {
-    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.#lastU32)) this.#badAddr(addr, 4)
+    this.#writeWord(addr, value, 4, this.#lastU32)
+  }
+
+  /** The checked word store behind writeU16 and writeU32's slow path: validate, straddle or fault, store. */
+  #writeWord(addr: number, value: number, width: 2 | 4, last: number): void {
+    if (!(Number.isInteger(addr) && addr >= 0 && addr <= last)) this.#badAddr(addr, width)
     if (typeof value !== "number" || ((value | 0) !== value && !Number.isSafeInteger(value))) this.#badValue(value)
     const off = addr & this.#mask
-    if (off > this.#mask - 3) return this.#writeStraddle(addr, value, 4)
+    if (off > this.#mask - (width - 1)) return this.#writeStraddle(addr, value, width)
     const pi = (addr - off) / this.pageSize
     if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
     const f = this.pte[pi]!
-    this.#views[f >>> this.#slabShift]!.setUint32(((f & this.#slabMask) << this.#shift) + off, value, true)
+    const view = this.#views[f >>> this.#slabShift]!
+    const o = ((f & this.#slabMask) << this.#shift) + off
+    if (width === 2) view.setUint16(o, value, true)
+    else view.setUint32(o, value, true)
   }
 
   #readU32Straddle(addr: number): number {
@@ -260,7 +292,13 @@ export class PagedSpace {
   read(addr: number, length: number): Uint8Array {
     this.#live()
     checkRange(addr, length, this.size)
-    const out = new Uint8Array(length)
+    let out: Uint8Array
+    try {
+      out = new Uint8Array(length)
+    } catch (cause) {
+      // V8 caps one typed array (2^32 bytes in Node 20 on 64-bit hosts); say so in a typed error.
+      throw new OutOfMemory(`read(${addr}, ${length}): the runtime refused a Uint8Array of ${length} bytes (${cause instanceof Error ? cause.message : "RangeError"}); read in chunks with readInto`)
+    }
     this.#copyOut(addr, out)
     return out
   }
@@ -268,17 +306,18 @@ export class PagedSpace {
   /** Read `target.length` bytes at `addr` into `target`. */
   readInto(addr: number, target: Uint8Array): void {
     this.#live()
-    checkBytes("target", target)
-    checkRange(addr, target.length, this.size)
-    this.#copyOut(addr, target)
+    const view = checkBytes("target", target)
+    checkRange(addr, view.length, this.size)
+    this.#copyOut(addr, view)
   }
 
   /** Write `bytes` at `addr`. All-or-nothing: frames are reserved before any byte lands. */
   write(addr: number, bytes: Uint8Array): void {
     this.#live()
-    checkBytes("bytes", bytes)
-    checkRange(addr, bytes.length, this.size)
-    const n = bytes.length
+    // A private view: the caller's length, subarray or getters are never consulted again.
+    const view = checkBytes("bytes", bytes)
+    checkRange(addr, view.length, this.size)
+    const n = view.length
     if (n === 0) return
     const ps = this.pageSize
     this.#faultRange(Math.floor(addr / ps), Math.ceil((addr + n) / ps), addr, addr + n)
@@ -288,7 +327,7 @@ export class PagedSpace {
       const off = a % ps
       const take = Math.min(ps - off, n - done)
       const f = this.pte[(a - off) / ps]!
-      this.pool.slabs[f >>> this.#slabShift]!.set(bytes.subarray(done, done + take), ((f & this.#slabMask) << this.#shift) + off)
+      this.pool.slabs[f >>> this.#slabShift]!.set(view.subarray(done, done + take), ((f & this.#slabMask) << this.#shift) + off)
       done += take
     }
   }
@@ -573,6 +612,7 @@ export class PagedSpace {
       pflags[pi] = fl & ~PAGE_WRITABLE
     }
     child.ksmZeroPages = this.ksmZeroPages
+    child.mergeAny = this.mergeAny
     pool.ksmZeroPages += this.ksmZeroPages
   }
 

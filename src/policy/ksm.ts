@@ -23,12 +23,13 @@
  * Nothing is write-protected before two identical pages were found (step 5) or a stable
  * frame was (step 4): unique pages never pay a copy-on-write.
  */
-import type { AddressSpace } from "../address-space.ts"
-import { CROWDED, Outcome } from "../core/merge.ts"
+import { Outcome } from "../core/merge.ts"
+import { OutOfMemory } from "../errors.ts"
 import { FRAME_KSM, ZERO_FRAME } from "../memory/frames.ts"
 import { PAGE_MERGEABLE, PAGE_MERGED, PAGE_PINNED } from "../memory/flags.ts"
-import type { ScannerOptions } from "./options.ts"
-import { type ScanHost, Scanner, Slot } from "./scanner.ts"
+import type { PagedSpace } from "../memory/space.ts"
+import type { OptionSpecs } from "./options.ts"
+import { Pair, type PolicyParams, type ScanHost, ScannerBase, Slot } from "./scanner.ts"
 
 /** meta state bit: an rmap item exists for the page. */
 const ITEM = 1
@@ -52,38 +53,40 @@ export class KsmSlot extends Slot {
   }
 }
 
+/** The "ksm" policy has no options of its own: only the common tunables. */
+export const KSM_OPTIONS = {} as const satisfies OptionSpecs
+
 /**
  * The ksm policy. Create with `engine.scanner({ policy: "ksm" })`.
  * Counters follow the kernel: pagesScanned counts pages handed to the merge step (skipped
  * pages excluded), pagesUnshared items inserted in the unstable index (dropped lazily when
  * next visited), pagesVolatile the other items.
  */
-export class KsmScanner extends Scanner {
+export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
   readonly policy = "ksm" as const
+  protected readonly keepsScanned = true
+  protected readonly sameFrameStops = true
   /** calc_checksum(ZERO_PAGE) (zero_checksum). */
   readonly #zeroSum: number
 
-  /** @internal use engine.scanner({ policy: "ksm" }). */
-  constructor(host: ScanHost, options: ScannerOptions) {
-    super(host, options, "ksm")
+  constructor(host: ScanHost, params: PolicyParams<typeof KSM_OPTIONS>) {
+    super(host, params)
     this.#zeroSum = this.core.checksumOf(ZERO_FRAME)
     this.init()
   }
 
-  protected newSlot(space: AddressSpace, salt: number): Slot {
+  protected newSlot(space: PagedSpace, salt: number): KsmSlot {
     return new KsmSlot(space, salt)
   }
 
-  protected clearSlot(slot: Slot): void {
-    const s = slot as KsmSlot
+  protected clearSlot(s: KsmSlot): void {
     s.meta = null
     s.sum = null
     s.items = 0
     s.unstable = 0
   }
 
-  protected pagesMergedElsewhere(slot: Slot, p0: number, p1: number): void {
-    const s = slot as KsmSlot
+  protected pagesMergedElsewhere(s: KsmSlot, p0: number, p1: number): void {
     const meta = s.meta
     if (meta === null) return
     const fl = s.space.pflags
@@ -95,8 +98,7 @@ export class KsmScanner extends Scanner {
    * budget runs out (cursor stays after the last page handed out) or the slot ends (cursor
    * moves to the next slot). Returns the budget left.
    */
-  protected walkSlot(s: Slot, budget: number): number {
-    const slot = s as KsmSlot
+  protected walkSlot(slot: KsmSlot, budget: number): number {
     const space = slot.space
     const pool = this.pool
     const fflags = pool.flags
@@ -166,14 +168,11 @@ export class KsmScanner extends Scanner {
 
   #cmpAndMerge(slot: KsmSlot, pi: number, f: number, b: number, meta: Uint8Array): void {
     const core = this.core
-    const pool = this.pool
     const space = slot.space
-    if ((pool.flags[f]! & FRAME_KSM) !== 0) {
-      // A table frame this page maps without being its rmap entry (a KSM page inherited by
-      // fork): join it, past maxPageSharing if need be (max_page_sharing_bypass).
-      core.mergeInto(space, pi, pool.entry[f]!)
+    if ((this.pool.flags[f]! & FRAME_KSM) !== 0) {
+      // A KSM page inherited by fork: joined before any checksum (max_page_sharing_bypass).
+      this.stableStep(slot, pi, f, false)
       this.#dropItem(slot, pi)
-      this.rMerged++
       return
     }
     if ((meta[pi * 4]! & UNSTABLE) !== 0) this.#leaveIndex(slot, pi)
@@ -186,112 +185,39 @@ export class KsmScanner extends Scanner {
       return
     }
     if (space.secure) {
-      this.#secureMerge(slot, pi)
+      const o = this.secureCandidate(slot, pi)
+      if (o === Outcome.Merged || o === Outcome.Inserted || o === Outcome.Crowded) this.#dropItem(slot, pi)
       return
     }
     // write_protect_page refuses a page with extra references (a pin): it can be indexed, never merged.
     const pinned = (b & PAGE_PINNED) !== 0
-    if (core.useZeroPages && sum === this.#zeroSum && !pinned && pool.isZero(f)) {
-      // try_to_merge_with_zero_page. The item stays until the next pass frees it (the kernel's
-      // zero-page PTE is not visited), counted as volatile meanwhile, as in the kernel.
-      core.mapZero(space, pi)
-      this.rZero++
-      return
-    }
-    const key = (core.keyOf(f) ^ slot.salt) >>> 0
-    const e = core.findCandidate(f, key)
-    if (e >= 0) {
-      if (pinned) return
-      core.mergeInto(space, pi, e)
-      this.#dropItem(slot, pi)
-      this.rMerged++
-      return
-    }
-    // Too many equal-key table entries to add one more: give up on this page this time.
-    if (e === CROWDED) return
-    this.#unstableSearchInsert(slot, pi, f, pinned, sum, key)
+    const o = this.stableStep(slot, pi, f, pinned)
+    // A zero-mapped page's item stays until the next pass frees it (the kernel's zero-page PTE
+    // is not visited), counted as volatile meanwhile, as in the kernel.
+    if (o === Outcome.Merged) this.#dropItem(slot, pi)
+    if (o !== -1) return
+    // unstable_tree_search_insert over the full checksum (salted), then the pair's table key.
+    this.pairSearch(slot, pi, f, pinned, (sum ^ slot.salt) >>> 0, core.lastKey)
   }
 
-  /**
-   * Secure space (VUsion): no unstable index, whose unprotected pages would reveal by their
-   * write cost whether a partner existed. Every stable page takes the core's one path:
-   * armed, then (once idle) write-protected and entered in the table, merged or not.
-   */
-  #secureMerge(slot: KsmSlot, pi: number): void {
-    const core = this.core
-    try {
-      core.prepareMerge(slot.space, pi, pi + 1)
-    } catch (err) {
-      if (Scanner.isOom(err)) return
-      throw err
-    }
-    const o = core.mergePage(slot.space, pi, slot.salt)
-    if (o === Outcome.ZeroMapped) {
-      this.rZero++
-    } else if (o === Outcome.Merged || o === Outcome.Inserted || o === Outcome.Crowded) {
-      this.#dropItem(slot, pi)
-      if (o === Outcome.Merged) this.rMerged++
-    }
+  protected inIndex(ts: KsmSlot, tpi: number, seq: number): boolean {
+    const tmeta = ts.meta
+    return tmeta !== null && (tmeta[tpi * 4]! & UNSTABLE) !== 0 && tmeta[tpi * 4 + 3] === seq
   }
 
-  /** unstable_tree_search_insert + try_to_merge_two_pages + stable_tree_insert. */
-  #unstableSearchInsert(slot: KsmSlot, pi: number, f: number, pinned: boolean, sum: number, key: number): void {
-    const pool = this.pool
-    const core = this.core
-    const idx = this.index
-    const ukey = (sum ^ slot.salt) >>> 0
-    const seq = this.seqnr & 0xff
-    // Bounded like the core's lookups (dead entries of written or merged pages can share a key).
-    let visits = core.maxWalk
-    let compares = core.maxCandidates
-    for (let u = idx.head(ukey); u !== -1; u = idx.next[u]!) {
-      if (--visits < 0) return
-      if (idx.key[u] !== ukey) continue
-      const ts = this.byId.get(idx.space[u]!) as KsmSlot | undefined
-      if (ts === undefined || ts.meta === null) continue
-      const tpi = idx.page[u]!
-      const tmeta = ts.meta
-      if ((tmeta[tpi * 4]! & UNSTABLE) === 0 || tmeta[tpi * 4 + 3] !== seq) continue
-      const tspace = ts.space
-      if (tspace.disposed) continue
-      const tf = tspace.pte[tpi]!
-      const tb = tspace.pflags[tpi]!
-      // get_mergeable_page: the tree page must still be a present, unmerged page of a mergeable range.
-      if (tf === ZERO_FRAME || (tb & PAGE_MERGED) !== 0 || (pool.flags[tf]! & FRAME_KSM) !== 0) continue
-      if (!tspace.mergeAny && (tb & PAGE_MERGEABLE) === 0) continue
-      // Same frame (a page shared with a fork child): don't substitute a KSM page for it; not inserted.
-      if (tf === f) return
-      if (--compares < 0) return
-      if (pool.compare(tf, f) !== 0) continue
-      // An identical page: both are checked before either changes (a pinned one cannot be
-      // write-protected, so the kernel's attempt would fail and undo itself).
-      if (pinned || (tb & PAGE_PINNED) !== 0) return
-      try {
-        core.table.reserve(1)
-      } catch (err) {
-        if (Scanner.isOom(err)) return
-        throw err
-      }
-      // This page becomes the table frame in place; the tree page merges into it.
-      const ne = core.insertUnique(slot.space, pi, key)
-      core.mergeInto(tspace, tpi, ne)
-      this.#dropItem(ts, tpi)
-      this.#dropItem(slot, pi)
-      this.rMerged += 2
-      return
-    }
-    try {
-      idx.insert(ukey, slot.id, pi)
-    } catch (err) {
-      if (Scanner.isOom(err)) return
-      throw err
-    }
+  protected partnerUsable(ts: KsmSlot, tpi: number, tb: number): boolean {
+    return ts.space.mergeAny || (tb & PAGE_MERGEABLE) !== 0
+  }
+
+  protected indexed(slot: KsmSlot, pi: number, seq: number): void {
     const meta = slot.meta!
     meta[pi * 4] = meta[pi * 4]! | UNSTABLE
     meta[pi * 4 + 3] = seq
-    slot.unstable++
-    this.unshared++
-    this.rUnstable++
+  }
+
+  protected paired(keep: KsmSlot, kpi: number, join: KsmSlot, jpi: number): void {
+    this.#dropItem(join, jpi)
+    this.#dropItem(keep, kpi)
   }
 
   /** remove_rmap_item_from_tree for an UNSTABLE item (pages_unshared--). */
@@ -330,7 +256,7 @@ export class KsmScanner extends Scanner {
       slot.sum = new Uint32Array(n)
       slot.meta = new Uint8Array(n * 4)
     } catch (err) {
-      if (!(err instanceof RangeError) && !Scanner.isOom(err)) throw err
+      if (!(err instanceof RangeError) && !(err instanceof OutOfMemory)) throw err
       slot.sum = null
       slot.meta = null
       return null
@@ -338,3 +264,11 @@ export class KsmScanner extends Scanner {
     return slot.meta
   }
 }
+
+/** The "ksm" policy's registry entry. */
+export const ksmPolicy = {
+  name: "ksm",
+  summary: "ksmd's algorithm (mm/ksm.c): a page merges once its checksum was stable across two visits",
+  options: KSM_OPTIONS,
+  create: (host: ScanHost, params: PolicyParams<typeof KSM_OPTIONS>) => new KsmScanner(host, params),
+} as const

@@ -12,37 +12,64 @@
  * when a space is created (it joins just behind the cursor, as __ksm_enter does) and when
  * one is disposed (its state is dropped at once); each visit also checks `space.disposed`.
  */
-import type { AddressSpace } from "../address-space.ts"
-import type { MergeCore, ScanCounters, ScanSource } from "../core/merge.ts"
+import { type MergeCore, Outcome, type ScanCounters, type ScanSource } from "../core/merge.ts"
 import { Busy, InvalidArgument, OutOfMemory, ScannerDetached } from "../errors.ts"
-import type { FramePool } from "../memory/frames.ts"
+import { FRAME_KSM, type FramePool, ZERO_FRAME } from "../memory/frames.ts"
+import { PAGE_MERGED, PAGE_PINNED } from "../memory/flags.ts"
 import type { PagedSpace } from "../memory/space.ts"
-import { UnstableIndex } from "./unstable.ts"
+import { timer } from "../platform.ts"
+import { errorText, show } from "../validate.ts"
 import { type AdvisorContext, type AdvisorResult, newAdvisorContext, scanTimeAdvisor } from "./advisor.ts"
 import {
   applyTunables,
-  DEFAULT_TUNABLES,
-  type ResolvedTunables,
+  type OptionSpecs,
+  type OptionValues,
+  type PolicyOptionsContext,
+  type ResolvedCommonTunables,
   type ScanClock,
-  type ScannerOptions,
-  type ScannerTunables,
-  type ScanPolicyName,
   type ScanReport,
   systemClock,
 } from "./options.ts"
+import { UnstableIndex } from "./unstable.ts"
 
-/** What a scanner needs from its engine (the Engine satisfies it). */
+/** What a scanner needs from its engine (the engine gives it one; the scanner never sees the engine). */
 export interface ScanHost {
   readonly core: MergeCore
   /** Live spaces, in creation order. */
-  spaces(): readonly AddressSpace[]
-  /** Optional housekeeping after a full pass (the engine's automatic compaction). */
-  maybeCompact?(): unknown
+  spaces(): readonly PagedSpace[]
+  /** Housekeeping after a full pass (the engine's automatic compaction). */
+  maybeCompact(): unknown
+}
+
+/** The public face of a background scanner, whatever its policy (see {@link ScannerBase}). */
+export interface Scanner {
+  /** Which policy this scanner runs. */
+  readonly policy: string
+  /** The tunables in force (a frozen snapshot; the policy's own options included). */
+  readonly tunables: Readonly<ResolvedCommonTunables & Record<string, number | boolean | string>>
+  /** Whether start()'s loop is running. */
+  readonly running: boolean
+  /** Whether a newer engine.scanner() replaced this one. */
+  readonly detached: boolean
+  /** The last advisor run (the `ksm_advisor` tracepoint), or null. */
+  readonly lastAdvice: AdvisorResult | null
+  /**
+   * One batch of ksmd (ksm_do_scan(pages_to_scan)): visit up to pagesToScan pages from the
+   * cursor. A batch stops early at the end of a full pass, as the kernel's does. Synchronous and
+   * deterministic given the same contents and calls.
+   */
+  tick(): ScanReport
+  /** `echo 1 > run`: run batches in the background, sleepMillis apart. No-op if running. */
+  start(): void
+  /** `echo 0 > run`: stop the loop (merges stay). Rejects if the loop died of an error. */
+  stop(): Promise<void>
+  /** Write tunables with the kernel's validation; the whole call is checked first. */
+  set(tunables: object): void
 }
 
 /** Per-space scan state (the kernel's ksm_mm_slot). Policies extend it with their arrays. */
 export class Slot {
-  readonly space: AddressSpace
+  readonly space: PagedSpace
   /** space.id, the key the indexes store instead of a reference. */
   readonly id: number
   /** Domain salt of the table keys (core.saltOf(space.domain)). */
@@ -52,7 +79,7 @@ export class Slot {
   /** Of those, items in the unstable / candidate index. */
   unstable = 0
 
-  constructor(space: AddressSpace, salt: number) {
+  constructor(space: PagedSpace, salt: number) {
     this.space = space
     this.id = space.id
     this.salt = salt
@@ -64,11 +91,30 @@ export class Slot {
   }
 }
 
+/** What a policy's definition hands the scanner base. */
+export interface PolicyParams<O extends OptionSpecs> {
+  readonly ctx: PolicyOptionsContext & { readonly own: O }
+  readonly common: ResolvedCommonTunables
+  readonly own: OptionValues<O>
+  readonly clock: ScanClock | undefined
+}
+
+/** {@link ScannerBase.pairSearch} results. */
+export const Pair = {
+  /** Merged with a partner of this pass's index. */
+  Merged: 0,
+  /** No partner: the page entered the index. */
+  Indexed: 1,
+  /** Gave up this time (bounds, a pin, same frame, no memory): not indexed. */
+  GaveUp: 2,
+} as const
+
 /** Cursor value: at the list head, between passes. */
 const AT_HEAD = -1
 
 /**
- * The background scanner. Create it with `engine.scanner(options)`; it starts idle.
+ * The background scanner's base: what every policy shares. Create one with
+ * `engine.scanner(options)`; it starts idle.
  *
  * ```ts
  * const ksmd = engine.scanner({ policy: "ksm" })   // kernel defaults
@@ -78,50 +124,56 @@ const AT_HEAD = -1
  * ```
  * Gotchas: one active scanner per engine. `engine.scanner()` again detaches this one: its
  * loop stops, its per-page state is dropped, and tick()/start()/set() throw ScannerDetached
- * (stop() still resolves). Pages it merged stay merged. The loop's timer is unref'd, so a
- * running scanner does not keep Node alive by itself.
+ * (stop() still resolves). Pages it merged stay merged. The loop's timer does not keep a Node
+ * process alive by itself.
+ *
+ * A policy implements the walk over one slot ({@link walkSlot}) and the few hooks below; the
+ * base owns the slot list and cursor, passes, counters, the advisor, the loop, the bounded
+ * partner search over this pass's index ({@link pairSearch}) and secure mode's candidate path.
  */
-export abstract class Scanner implements ScanSource {
+export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> implements ScanSource, Scanner {
   /** Which policy this scanner runs. */
-  abstract readonly policy: ScanPolicyName
+  abstract readonly policy: string
 
-  /** @internal */
   protected readonly host: ScanHost
-  /** @internal */
   protected readonly core: MergeCore
-  /** @internal */
   protected readonly pool: FramePool
-  /** @internal the tunables in force. */
-  protected t: ResolvedTunables
+  /** The common tunables in force. */
+  protected t: ResolvedCommonTunables
+  /** The policy's own options in force. */
+  protected o: OptionValues<O>
+  readonly #ctx: PolicyOptionsContext
   readonly #clock: ScanClock
+  readonly #wall: () => unknown
+  readonly #cpu: () => unknown
 
-  /** @internal scan order (the mm_slot list; index 0 follows the head). */
-  protected slots: Slot[] = []
-  /** @internal space id -> slot. */
-  protected byId = new Map<number, Slot>()
-  /** @internal index of the slot under the cursor, or AT_HEAD. */
+  /** Scan order (the mm_slot list; index 0 follows the head). */
+  protected slots: S[] = []
+  /** Space id -> slot. */
+  protected byId = new Map<number, S>()
+  /** Index of the slot under the cursor, or AT_HEAD. */
   protected cur = AT_HEAD
-  /** @internal next page (or range) of the slot under the cursor. */
+  /** Next page (or range) of the slot under the cursor. */
   protected pos = 0
-  /** @internal ksm_scan.seqnr: completed passes. */
+  /** ksm_scan.seqnr: completed passes. */
   protected seqnr = 0
 
   // Kernel counters.
   #pagesScanned = 0
   #pagesSkipped = 0
-  /** @internal rmap items held for pages that are not PAGE_MERGED, all slots. */
+  /** rmap items held for pages that are not PAGE_MERGED, all slots. */
   protected items = 0
-  /** @internal items in the unstable / candidate index, all slots. */
+  /** Items in the unstable / candidate index, all slots. */
   protected unshared = 0
 
   // The current batch's report fields (reset by tick()).
-  /** @internal */ protected rScanned = 0
-  /** @internal */ protected rSkipped = 0
-  /** @internal */ protected rMerged = 0
-  /** @internal */ protected rZero = 0
-  /** @internal */ protected rVolatile = 0
-  /** @internal */ protected rUnstable = 0
-  /** @internal */ protected rBackedOff = 0
+  protected rScanned = 0
+  protected rSkipped = 0
+  protected rMerged = 0
+  protected rZero = 0
+  protected rVolatile = 0
+  protected rUnstable = 0
+  protected rBackedOff = 0
   #rFullScan = false
 
   // CPU accounting and the advisor.
@@ -134,30 +186,262 @@ export abstract class Scanner implements ScanSource {
   #inTick = false
   #detached = false
   #running = false
-  #timer: ReturnType<typeof setTimeout> | null = null
+  #cancelTimer: (() => void) | null = null
   #loopError: unknown = undefined
 
-  /** @internal use engine.scanner(). */
-  constructor(host: ScanHost, options: ScannerOptions, policy: ScanPolicyName) {
+  /**
+   * This pass's index of candidates that found no partner yet (ksmd's unstable tree, or the
+   * tracked policy's candidate index): emptied at the start of every pass.
+   */
+  protected readonly index = new UnstableIndex()
+
+  /** Built by the policy registry from validated options (engine.scanner()). */
+  constructor(host: ScanHost, params: PolicyParams<O>) {
     this.host = host
     this.core = host.core
     this.pool = host.core.pool
     this.index.failpoint = (site) => this.pool.failpoint?.(site)
-    this.t = applyTunables(DEFAULT_TUNABLES, options, policy, true)
-    const clock = options.clock ?? systemClock
-    if (typeof clock !== "object" || clock === null || typeof clock.wallMillis !== "function" || typeof clock.cpuMicros !== "function") {
-      throw new InvalidArgument("clock must be an object { wallMillis(), cpuMicros() }")
+    this.#ctx = params.ctx
+    this.t = params.common
+    this.o = params.own
+    const clock = params.clock ?? systemClock
+    // The clock's two functions, read once; later called with the clock as `this`.
+    let wall: unknown
+    let cpu: unknown
+    try {
+      wall = clock.wallMillis
+      cpu = clock.cpuMicros
+    } catch (cause) {
+      throw new InvalidArgument(`clock: reading its functions threw (${errorText(cause)})`, { cause })
     }
+    if (typeof wall !== "function" || typeof cpu !== "function") throw new InvalidArgument("clock must be an object { wallMillis(), cpuMicros() }")
     this.#clock = clock
+    this.#wall = wall as () => unknown
+    this.#cpu = cpu as () => unknown
   }
 
-  /** @internal build the slot list from the engine's spaces (called once, after subclass fields exist). */
+  /** Build the slot list from the engine's spaces (called once, after subclass fields exist). */
   protected init(): void {
     for (const s of this.host.spaces()) if (!s.disposed) this.#append(s)
   }
 
-  /** @internal a policy's slot for `space`. */
-  protected abstract newSlot(space: AddressSpace, salt: number): Slot
+  // ---------------------------------------------------------------- what a policy implements
+
+  /** A policy's slot for `space`. */
+  protected abstract newSlot(space: PagedSpace, salt: number): S
+  /** The policy's walk over the slot under the cursor from `pos`; returns the budget left. */
+  protected abstract walkSlot(slot: S, budget: number): number
+  /** Drop a slot's per-page state (its counts are subtracted by the caller). */
+  protected abstract clearSlot(slot: S): void
+  /** merge() made pages of [p0, p1) PAGE_MERGED: release the items of those that are. */
+  protected abstract pagesMergedElsewhere(slot: S, p0: number, p1: number): void
+  /** Whether page `tpi` of `ts` is in this pass's index, by the policy's own marks (pass `seq`). */
+  protected abstract inIndex(ts: S, tpi: number, seq: number): boolean
+  /**
+   * Policy-specific conditions on a live partner page `tpi` (flags `tb`) of `ts` beyond the
+   * base's (present, unmerged, not a table frame, not a disposed space).
+   */
+  protected abstract partnerUsable(ts: S, tpi: number, tb: number): boolean
+  /** This page (`slot`, `pi`) entered the index: set the policy's marks. */
+  protected abstract indexed(slot: S, pi: number, seq: number): void
+  /** `join` page merged into `keep`'s new table frame by {@link pairSearch}: update both items. */
+  protected abstract paired(keep: S, kpi: number, join: S, jpi: number): void
+  /**
+   * Which page of a pair becomes the table frame: true, the page being scanned (ksmd:
+   * try_to_merge_with_ksm_page on the current page first); false, the earlier one.
+   */
+  protected abstract readonly keepsScanned: boolean
+  /** Whether a partner on the very frame of the page stops the search (ksmd: "don't substitute a ksm page for a forked page"). */
+  protected abstract readonly sameFrameStops: boolean
+
+  // ---------------------------------------------------------------- shared steps
+
+  /**
+   * unstable_tree_search_insert: look for an identical page of this pass under `ukey` (the
+   * salted full checksum); merge the pair ({@link MergeCore.mergePair}, under table key `key`)
+   * or enter this page in the index. Bounded like the core's lookups: at most maxWalk entries
+   * and maxCandidates memcmps; dead entries (pages written, merged or gone) are skipped.
+   */
+  protected pairSearch(slot: S, pi: number, f: number, pinned: boolean, ukey: number, key: number): number {
+    const pool = this.pool
+    const core = this.core
+    const idx = this.index
+    const seq = this.seqnr & 0xff
+    let visits = core.maxWalk
+    let compares = core.maxCandidates
+    for (let u = idx.head(ukey); u !== -1; u = idx.next[u]!) {
+      if (--visits < 0) return Pair.GaveUp
+      if (idx.key[u] !== ukey) continue
+      const ts = this.byId.get(idx.space[u]!)
+      if (ts === undefined) continue
+      const tpi = idx.page[u]!
+      if (!this.inIndex(ts, tpi, seq)) continue
+      const tspace = ts.space
+      if (tspace.disposed) continue
+      const tf = tspace.pte[tpi]!
+      const tb = tspace.pflags[tpi]!
+      // get_mergeable_page: still a present, unmerged page that is not a table frame.
+      if (tf === ZERO_FRAME || (tb & PAGE_MERGED) !== 0 || (pool.flags[tf]! & FRAME_KSM) !== 0) continue
+      if (!this.partnerUsable(ts, tpi, tb)) continue
+      if (tf === f) {
+        if (this.sameFrameStops) return Pair.GaveUp
+        continue
+      }
+      if (--compares < 0) return Pair.GaveUp
+      if (pool.compare(tf, f) !== 0) continue
+      // Identical: both are checked before either changes (a pinned page cannot be write-protected).
+      if (pinned || (tb & PAGE_PINNED) !== 0) return Pair.GaveUp
+      const keep = this.keepsScanned
+      if (!core.mergePair(keep ? slot.space : tspace, keep ? pi : tpi, keep ? tspace : slot.space, keep ? tpi : pi, key)) return Pair.GaveUp
+      if (keep) this.paired(slot, pi, ts, tpi)
+      else this.paired(ts, tpi, slot, pi)
+      this.rMerged += 2
+      return Pair.Merged
+    }
+    try {
+      idx.insert(ukey, slot.id, pi)
+    } catch (err) {
+      if (err instanceof OutOfMemory) return Pair.GaveUp
+      throw err
+    }
+    this.indexed(slot, pi, seq)
+    slot.unstable++
+    this.unshared++
+    this.rUnstable++
+    return Pair.Indexed
+  }
+
+  /**
+   * A stable page of a secure space (VUsion): no unstable index, whose unprotected pages would
+   * reveal by their write cost whether a partner existed. Every candidate takes the core's one
+   * path: armed, then (once idle) write-protected and entered in the table, merged or not.
+   * Returns the core's Outcome, or -1 when its reservation failed (try again next time).
+   */
+  protected secureCandidate(slot: S, pi: number): number {
+    const core = this.core
+    try {
+      core.prepareMerge(slot.space, pi, pi + 1)
+    } catch (err) {
+      if (err instanceof OutOfMemory) return -1
+      throw err
+    }
+    const o = core.mergePage(slot.space, pi, slot.salt)
+    if (o === Outcome.Merged) this.rMerged++
+    else if (o === Outcome.ZeroMapped) this.rZero++
+    return o
+  }
+
+  /**
+   * The stable step both policies take for a candidate page `pi` (frame `f`): join a table
+   * frame it maps since a fork (max_page_sharing_bypass), map the zero page, or merge with a
+   * stable frame. Returns the Outcome, or -1 with the salted table key in core.lastKey: no
+   * stable partner, search this pass's index next.
+   */
+  protected stableStep(slot: S, pi: number, f: number, pinned: boolean): number {
+    const core = this.core
+    if ((this.pool.flags[f]! & FRAME_KSM) !== 0) {
+      // A table frame this page maps without being its rmap entry (a KSM page inherited by fork).
+      core.mergeInto(slot.space, pi, this.pool.entry[f]!)
+      this.rMerged++
+      return Outcome.Merged
+    }
+    const o = core.mergeStable(slot.space, pi, f, slot.salt, pinned)
+    if (o === Outcome.Merged) this.rMerged++
+    else if (o === Outcome.ZeroMapped) this.rZero++
+    return o
+  }
+
+  // ---------------------------------------------------------------- public API
+
+  /** The tunables in force (a frozen snapshot; the policy's own options included). */
+  get tunables(): Readonly<ResolvedCommonTunables & OptionValues<O>> {
+    return Object.freeze({ ...this.t, ...this.o })
+  }
+
+  /** Whether start()'s loop is running. */
+  get running(): boolean {
+    return this.#running
+  }
+
+  /** Whether a newer scanner replaced this one. */
+  get detached(): boolean {
+    return this.#detached
+  }
+
+  /** The last advisor run (the `ksm_advisor` tracepoint), or null. */
+  get lastAdvice(): AdvisorResult | null {
+    return this.#lastAdvice
+  }
+
+  /**
+   * One batch of ksmd (ksm_do_scan(pages_to_scan)): visit up to pagesToScan pages from the
+   * cursor. A batch stops early at the end of a full pass, as the kernel's does.
+   * Synchronous and deterministic given the same contents and calls. The clock is read first:
+   * a reading that is not a finite number is InvalidArgument before anything changes.
+   */
+  tick(): ScanReport {
+    this.#live()
+    // Reentrancy: the clock is user code called mid-tick (tick start/end, pass start/end, all
+    // points where no page is half-processed). It may call the rest of the API; a nested tick
+    // would corrupt this batch's report, so it is refused.
+    if (this.#inTick) throw new Busy("tick() was called from inside a tick (a clock callback); call it after the tick returns")
+    this.pool.assertIdle()
+    this.#inTick = true
+    try {
+      return this.#tick()
+    } finally {
+      this.#inTick = false
+    }
+  }
+
+  #tick(): ScanReport {
+    const c0 = this.#reading("cpuMicros", this.#cpu, true)
+    const pagesToScan = this.t.pagesToScan
+    this.rScanned = this.rSkipped = this.rMerged = this.rZero = this.rVolatile = this.rUnstable = this.rBackedOff = 0
+    this.#rFullScan = false
+    this.#tickCpu0 = c0
+    if (pagesToScan > 0) this.batch(pagesToScan)
+    // Counted before the closing clock reading, which cannot undo what the batch did.
+    this.#pagesScanned += this.rScanned
+    this.#pagesSkipped += this.rSkipped
+    const c1 = this.#reading("cpuMicros", this.#cpu, false)
+    const cpu = Number.isNaN(c1) ? 0 : Math.max(0, c1 - c0)
+    this.#cpuTotal += cpu
+    if (this.#rFullScan) this.host.maybeCompact()
+    return {
+      policy: this.policy,
+      scanned: this.rScanned,
+      skipped: this.rSkipped,
+      merged: this.rMerged,
+      zeroMapped: this.rZero,
+      volatile: this.rVolatile,
+      unstable: this.rUnstable,
+      backedOff: this.rBackedOff,
+      fullScan: this.#rFullScan,
+      fullScans: this.seqnr,
+      pagesToScan,
+      cpuMicros: cpu,
+    }
+  }
+
+  /**
+   * One clock reading. A reading that is not a finite number, or a clock that throws, is
+   * InvalidArgument when `strict` (the tick has changed nothing yet), else NaN: the value is
+   * ignored (no CPU charged, no advisor run for that pass) and the tunables stay valid.
+   */
+  #reading(what: string, fn: () => unknown, strict: boolean): number {
+    let v: unknown
+    try {
+      v = Reflect.apply(fn, this.#clock, [])
+    } catch (cause) {
+      if (cause instanceof Busy || !strict) return Number.NaN
+      throw new InvalidArgument(`clock.${what}() threw (${errorText(cause)})`, { cause })
+    }
+    if (typeof v === "number" && Number.isFinite(v)) return v
+    if (strict) throw new InvalidArgument(`clock.${what}() must return a finite number, got ${show(v)}`)
+    return Number.NaN
+  }
+
   /**
    * ksm_do_scan(): walk slot after slot from the cursor until the budget is spent or the pass
    * ends (the cursor ran past the last slot: the pass is complete and the batch ends there).
@@ -179,103 +463,10 @@ export abstract class Scanner implements ScanSource {
     }
   }
 
-  /** @internal the policy's walk over the slot under the cursor; returns the budget left. */
-  protected abstract walkSlot(slot: Slot, budget: number): number
   /**
-   * This pass's index of candidates that found no partner yet (ksmd's unstable tree, or the
-   * tracked policy's candidate index): emptied at the start of every pass.
-   */
-  protected readonly index = new UnstableIndex()
-
-  /** Start of a full pass: root_unstable_tree = RB_ROOT (stale entries are dropped lazily). */
-  protected passStarted(): void {
-    this.index.reset()
-  }
-
-  /** Forget every index entry (run=2, policy reset). */
-  protected resetIndexes(): void {
-    this.index.reset()
-  }
-
-  /** Bytes the per-pass index holds. */
-  protected get indexBytes(): number {
-    return this.index.bytes
-  }
-
-  // ---------------------------------------------------------------- public API
-
-  /** The tunables in force (a snapshot). */
-  get tunables(): Readonly<ResolvedTunables> {
-    return Object.freeze({ ...this.t })
-  }
-
-  /** Whether start()'s loop is running. */
-  get running(): boolean {
-    return this.#running
-  }
-
-  /** Whether a newer scanner replaced this one. */
-  get detached(): boolean {
-    return this.#detached
-  }
-
-  /** The last advisor run (the `ksm_advisor` tracepoint), or null. */
-  get lastAdvice(): AdvisorResult | null {
-    return this.#lastAdvice
-  }
-
-  /**
-   * One batch of ksmd (ksm_do_scan(pages_to_scan)): visit up to pagesToScan pages from the
-   * cursor. A batch stops early at the end of a full pass, as the kernel's does.
-   * Synchronous and deterministic given the same contents and calls.
-   */
-  tick(): ScanReport {
-    this.#live()
-    // Reentrancy: the clock is user code called mid-tick (tick start/end, pass start/end, all
-    // points where no page is half-processed). It may call the rest of the API; a nested tick
-    // would corrupt this batch's report, so it is refused.
-    if (this.#inTick) throw new Busy("tick() was called from inside a tick (a clock callback); call it after the tick returns")
-    this.pool.assertIdle()
-    this.#inTick = true
-    try {
-      return this.#tick()
-    } finally {
-      this.#inTick = false
-    }
-  }
-
-  #tick(): ScanReport {
-    const pagesToScan = this.t.pagesToScan
-    this.rScanned = this.rSkipped = this.rMerged = this.rZero = this.rVolatile = this.rUnstable = this.rBackedOff = 0
-    this.#rFullScan = false
-    const c0 = this.#clock.cpuMicros()
-    this.#tickCpu0 = c0
-    if (pagesToScan > 0) this.batch(pagesToScan)
-    const cpu = Math.max(0, this.#clock.cpuMicros() - c0)
-    this.#cpuTotal += cpu
-    this.#pagesScanned += this.rScanned
-    this.#pagesSkipped += this.rSkipped
-    if (this.#rFullScan) this.host.maybeCompact?.()
-    return {
-      policy: this.policy,
-      scanned: this.rScanned,
-      skipped: this.rSkipped,
-      merged: this.rMerged,
-      zeroMapped: this.rZero,
-      volatile: this.rVolatile,
-      unstable: this.rUnstable,
-      backedOff: this.rBackedOff,
-      fullScan: this.#rFullScan,
-      fullScans: this.seqnr,
-      pagesToScan,
-      cpuMicros: cpu,
-    }
-  }
-
-  /**
-   * `echo 1 > run`: run batches in the background, sleepMillis apart (setTimeout; the
-   * first batch runs on the next turn of the event loop). No-op if already running. If a
-   * batch throws, the loop stops and the next stop() rejects with that error.
+   * `echo 1 > run`: run batches in the background, sleepMillis apart (the first batch runs on
+   * the next turn of the event loop). No-op if already running. If a batch throws, the loop
+   * stops and the next stop() rejects with that error.
    */
   start(): void {
     this.#live()
@@ -295,18 +486,18 @@ export abstract class Scanner implements ScanSource {
   }
 
   /**
-   * Write tunables, with the kernel's validation (see {@link ScannerTunables}): the whole
-   * call is checked first and changes nothing on InvalidArgument. A new sleepMillis wakes a
-   * running loop at once (as a write to sleep_millisecs wakes ksmd).
+   * Write tunables, with the kernel's validation (common tunables and the policy's own): the
+   * whole call is read once and checked first, and changes nothing on InvalidArgument. A new
+   * sleepMillis wakes a running loop at once (as a write to sleep_millisecs wakes ksmd).
    */
-  set(tunables: ScannerTunables): void {
+  set(tunables: object): void {
     this.#live()
     const prev = this.t
-    const next = applyTunables(prev, tunables, this.policy, false)
-    if (next.advisorMode !== prev.advisorMode && next.advisorMode === "scan-time") this.#advisor = newAdvisorContext()
-    this.t = next
-    this.tunablesChanged(prev)
-    if (next.sleepMillis !== prev.sleepMillis && this.#running) {
+    const next = applyTunables(prev, this.o, tunables, this.#ctx, false)
+    if (next.common.advisorMode !== prev.advisorMode && next.common.advisorMode === "scan-time") this.#advisor = newAdvisorContext()
+    this.t = next.common
+    this.o = next.own
+    if (next.common.sleepMillis !== prev.sleepMillis && this.#running) {
       this.#clearTimer()
       this.#schedule(0)
     }
@@ -314,9 +505,9 @@ export abstract class Scanner implements ScanSource {
 
   // ---------------------------------------------------------------- ScanSource (engine side)
 
-  /** @internal the counters engine.stats() reports. */
+  /** The counters engine.stats() reports. */
   scanCounters(): ScanCounters {
-    let bytes = this.indexBytes
+    let bytes = this.index.bytes
     for (const s of this.slots) bytes += s.bytes
     return {
       pagesScanned: this.#pagesScanned,
@@ -330,30 +521,30 @@ export abstract class Scanner implements ScanSource {
     }
   }
 
-  /** @internal `echo 2 > run`: drop every rmap item, empty the indexes, cursor to the head, full_scans = 0. */
+  /** `echo 2 > run`: drop every rmap item, empty the indexes, cursor to the head, full_scans = 0. */
   resetForUnmergeAll(): void {
     for (const s of this.slots) this.clearSlot(s)
     this.items = 0
     this.unshared = 0
-    this.resetIndexes()
+    this.index.reset()
     this.cur = AT_HEAD
     this.pos = 0
     this.seqnr = 0
   }
 
-  /** @internal rmap items held for `space`'s unmerged pages. */
+  /** rmap items held for `space`'s unmerged pages. */
   rmapItemsOf(space: PagedSpace): number {
     return this.byId.get(space.id)?.items ?? 0
   }
 
-  /** @internal merge() ran on [p0, p1) of `space`. */
+  /** merge() ran on [p0, p1) of `space`. */
   rangeMerged(space: PagedSpace, p0: number, p1: number): void {
     const slot = this.byId.get(space.id)
     if (slot !== undefined && slot.items > 0) this.pagesMergedElsewhere(slot, p0, p1)
   }
 
-  /** @internal the engine created `space`: it joins just behind the cursor (scanned last in the cycle). */
-  spaceAdded(space: AddressSpace): void {
+  /** The engine created `space`: it joins just behind the cursor (scanned last in the cycle). */
+  spaceAdded(space: PagedSpace): void {
     if (this.#detached || this.byId.has(space.id)) return
     if (this.cur === AT_HEAD) {
       this.#append(space)
@@ -365,14 +556,14 @@ export abstract class Scanner implements ScanSource {
     this.cur++
   }
 
-  /** @internal the engine forgot `space` (disposed): drop its state now. */
+  /** The engine forgot `space` (disposed): drop its state now. */
   spaceReleased(space: PagedSpace): void {
     const slot = this.byId.get(space.id)
     if (slot === undefined) return
     this.dropSlotAt(this.slots.indexOf(slot))
   }
 
-  /** @internal the engine made a newer scanner: stop, drop all state, refuse further use. */
+  /** The engine made a newer scanner: stop, drop all state, refuse further use. */
   detach(): void {
     if (this.#detached) return
     this.#running = false
@@ -382,64 +573,70 @@ export abstract class Scanner implements ScanSource {
     this.byId.clear()
     this.items = 0
     this.unshared = 0
-    this.resetIndexes()
+    this.index.reset()
     this.cur = AT_HEAD
     this.#detached = true
     if (this.core.scan === this) this.core.scan = null
   }
 
-  // ---------------------------------------------------------------- for the policies
+  // ---------------------------------------------------------------- cursor and passes
 
-  /** @internal start a pass: advisor_start_scan, then the policy's index reset. */
+  /** Start of a pass: advisor_start_scan, then root_unstable_tree = RB_ROOT (stale entries are dropped lazily). */
   protected beginPass(): void {
-    if (this.t.advisorMode === "scan-time") this.#advisor.startScanMillis = this.#clock.wallMillis()
-    this.passStarted()
+    if (this.t.advisorMode === "scan-time") this.#advisor.startScanMillis = this.#reading("wallMillis", this.#wall, false)
+    this.index.reset()
   }
 
-  /** @internal end of a pass: advisor_stop_scan, seqnr++. The caller puts the cursor at the head. */
+  /** End of a pass: advisor_stop_scan, seqnr++, cursor to the head. */
   protected endPass(): void {
-    if (this.t.advisorMode === "scan-time") {
-      const cpuNow = this.#cpuTotal + Math.max(0, this.#clock.cpuMicros() - this.#tickCpu0)
-      const t = this.t
-      const r = scanTimeAdvisor(this.#advisor, {
-        nowMillis: this.#clock.wallMillis(),
-        cpuMicros: cpuNow,
-        pagesToScan: t.pagesToScan,
-        advisorMaxCpu: t.advisorMaxCpu,
-        advisorMaxPagesToScan: t.advisorMaxPagesToScan,
-        advisorTargetScanTime: t.advisorTargetScanTime,
-      })
-      this.t = { ...t, pagesToScan: r.pages }
-      this.#lastAdvice = r
-    }
+    if (this.t.advisorMode === "scan-time") this.#advise()
     this.seqnr++
     this.#rFullScan = true
     this.cur = AT_HEAD
     this.pos = 0
   }
 
-  /** @internal the cursor is between passes. */
+  /** scan_time_advisor at the end of a pass; skipped (pagesToScan kept) when a clock reading was unusable. */
+  #advise(): void {
+    const now = this.#reading("wallMillis", this.#wall, false)
+    const cpuNow = this.#reading("cpuMicros", this.#cpu, false)
+    if (Number.isNaN(now) || Number.isNaN(cpuNow) || Number.isNaN(this.#advisor.startScanMillis)) return
+    const t = this.t
+    const r = scanTimeAdvisor(this.#advisor, {
+      nowMillis: now,
+      cpuMicros: this.#cpuTotal + Math.max(0, cpuNow - this.#tickCpu0),
+      pagesToScan: t.pagesToScan,
+      advisorMaxCpu: t.advisorMaxCpu,
+      advisorMaxPagesToScan: t.advisorMaxPagesToScan,
+      advisorTargetScanTime: t.advisorTargetScanTime,
+    })
+    if (!Number.isSafeInteger(r.pages) || r.pages < 0) return
+    this.t = { ...t, pagesToScan: r.pages }
+    this.#lastAdvice = r
+  }
+
+  /** The cursor is between passes. */
   protected get atHead(): boolean {
     return this.cur === AT_HEAD
   }
 
-  /** @internal move the cursor to the first slot (start of a pass). False if the list is empty. */
+  /** Move the cursor to the first slot (start of a pass). False if the list is empty. */
   protected enterFirstSlot(): boolean {
     if (this.slots.length === 0) return false
     this.beginPass()
     this.cur = 0
     this.pos = 0
-    // beginPass may not remove slots, but a policy could: re-check.
+    // beginPass runs the clock (user code), which may dispose spaces: re-check.
     return this.slots.length > 0
   }
 
-  /** @internal the slot under the cursor is done: advance (remove_trailing_rmap_items happened in the walk). */
+  /** The slot under the cursor is done: advance (remove_trailing_rmap_items happened in the walk). */
   protected nextSlot(): void {
     this.cur++
     this.pos = 0
   }
 
-  /** @internal remove slot `i` (space disposed), fixing the cursor. */
+  /** Remove slot `i` (space disposed), fixing the cursor. */
   protected dropSlotAt(i: number): void {
     if (i < 0) return
     const slot = this.slots[i]!
@@ -454,19 +651,7 @@ export abstract class Scanner implements ScanSource {
     }
   }
 
-  /** @internal drop a slot's per-page state (its counts are subtracted by the caller). */
-  protected abstract clearSlot(slot: Slot): void
-  /** @internal merge() made pages of [p0, p1) PAGE_MERGED: release the items of those that are. */
-  protected abstract pagesMergedElsewhere(slot: Slot, p0: number, p1: number): void
-  /** @internal hook after set(). */
-  protected tunablesChanged(_prev: ResolvedTunables): void {}
-
-  /** @internal OutOfMemory from an index or table reservation means "not this time"; anything else is a bug. */
-  protected static isOom(e: unknown): boolean {
-    return e instanceof OutOfMemory
-  }
-
-  #append(space: AddressSpace): void {
+  #append(space: PagedSpace): void {
     const slot = this.newSlot(space, this.core.saltOf(space.domain))
     this.slots.push(slot)
     this.byId.set(slot.id, slot)
@@ -477,18 +662,16 @@ export abstract class Scanner implements ScanSource {
   }
 
   #schedule(ms: number): void {
-    const t = setTimeout(this.#loop, Math.min(ms, 0x7fffffff))
-    t.unref?.()
-    this.#timer = t
+    this.#cancelTimer = timer(this.#loop, ms)
   }
 
   #clearTimer(): void {
-    if (this.#timer !== null) clearTimeout(this.#timer)
-    this.#timer = null
+    this.#cancelTimer?.()
+    this.#cancelTimer = null
   }
 
   #loop = (): void => {
-    this.#timer = null
+    this.#cancelTimer = null
     if (!this.#running) return
     try {
       this.tick()

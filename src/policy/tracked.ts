@@ -24,13 +24,14 @@
  * tracks; a host that also uses writeProtect() there will see its protection re-armed.
  * smartScan does not apply (back-off plays its part). Per page 3 bytes, per range 9 bytes.
  */
-import type { AddressSpace } from "../address-space.ts"
-import { CROWDED, Outcome } from "../core/merge.ts"
-import { FRAME_KSM, ZERO_FRAME } from "../memory/frames.ts"
+import { Outcome } from "../core/merge.ts"
+import { OutOfMemory } from "../errors.ts"
+import { ZERO_FRAME } from "../memory/frames.ts"
 import { PAGE_KSM_ZERO, PAGE_MERGEABLE, PAGE_MERGED, PAGE_PINNED, PAGE_UFFD_WP } from "../memory/flags.ts"
 import { PageCategory } from "../memory/pagemap.ts"
-import { checkRangePages, DEFAULT_RANGE_PAGES, type ScannerOptions } from "./options.ts"
-import { type ScanHost, Scanner, Slot } from "./scanner.ts"
+import type { PagedSpace } from "../memory/space.ts"
+import type { OptionSpecs } from "./options.ts"
+import { type PolicyParams, type ScanHost, ScannerBase, Slot } from "./scanner.ts"
 
 /** st bit: the page is tracked (registered and protected by this policy): an rmap item. */
 const ITEM = 1
@@ -77,6 +78,18 @@ export class TrackedSlot extends Slot {
   }
 }
 
+/** The "tracked" policy's own options (beside the common tunables). */
+export const TRACKED_OPTIONS = {
+  /** Passes a page must stay unwritten before it counts as invariant. @default 2 */
+  stablePasses: { kind: "int", min: 1, max: 255, default: 2 },
+  /** Merged pages of one range unshared by writes in one pass that make it back off. @default 2 */
+  thrashUnshares: { kind: "int", min: 1, max: 0xffff, default: 2 },
+  /** Longest back-off of a thrashing range, in passes. @default 64 */
+  maxBackoffPasses: { kind: "int", min: 1, max: 1 << 20, default: 64 },
+  /** Pages per back-off range; fixed when the scanner is created. @default 64 */
+  rangePages: { kind: "int", min: 1, max: 1 << 20, default: 64, fixed: true },
+} as const satisfies OptionSpecs
+
 /**
  * The tracked policy. Create with `engine.scanner({ policy: "tracked", stablePasses?, rangePages?,
  * thrashUnshares?, maxBackoffPasses? })` (defaults 2, 64, 2, 64). pagesToScan counts the
@@ -84,24 +97,24 @@ export class TrackedSlot extends Slot {
  * A duplicate first merges during pass number `stablePasses` (counting from 0): after
  * `stablePasses + 1` full scans.
  */
-export class TrackedScanner extends Scanner {
+export class TrackedScanner extends ScannerBase<TrackedSlot, typeof TRACKED_OPTIONS> {
   readonly policy = "tracked" as const
+  protected readonly keepsScanned = false
+  protected readonly sameFrameStops = false
   /** Pages per back-off range. */
   readonly rangePages: number
 
-  /** @internal use engine.scanner({ policy: "tracked" }). */
-  constructor(host: ScanHost, options: ScannerOptions) {
-    super(host, options, "tracked")
-    this.rangePages = checkRangePages(options.rangePages ?? DEFAULT_RANGE_PAGES)
+  constructor(host: ScanHost, params: PolicyParams<typeof TRACKED_OPTIONS>) {
+    super(host, params)
+    this.rangePages = this.o.rangePages
     this.init()
   }
 
-  protected newSlot(space: AddressSpace, salt: number): Slot {
+  protected newSlot(space: PagedSpace, salt: number): TrackedSlot {
     return new TrackedSlot(space, salt)
   }
 
-  protected clearSlot(slot: Slot): void {
-    const s = slot as TrackedSlot
+  protected clearSlot(s: TrackedSlot): void {
     s.st = s.quiet = s.seq = null
     s.strikes = null
     s.until = null
@@ -110,8 +123,7 @@ export class TrackedScanner extends Scanner {
     s.unstable = 0
   }
 
-  protected pagesMergedElsewhere(slot: Slot, p0: number, p1: number): void {
-    const s = slot as TrackedSlot
+  protected pagesMergedElsewhere(s: TrackedSlot, p0: number, p1: number): void {
     const st = s.st
     if (st === null) return
     const fl = s.space.pflags
@@ -128,8 +140,7 @@ export class TrackedScanner extends Scanner {
   }
 
   /** Process whole ranges of the slot under the cursor until the budget is spent or the slot ends. */
-  protected walkSlot(s: Slot, budget: number): number {
-    const slot = s as TrackedSlot
+  protected walkSlot(slot: TrackedSlot, budget: number): number {
     const space = slot.space
     const ranges = Math.ceil(space.pages / this.rangePages)
     while (this.pos < ranges) {
@@ -204,7 +215,7 @@ export class TrackedScanner extends Scanner {
     }
     // 3-4. Update quiet counts; candidates merge when a partner exists.
     const quiet = slot.quiet!
-    const stable = this.t.stablePasses
+    const stable = this.o.stablePasses
     // Pages this policy merged before this pass that are still merged: a pass is "clean" only if some were at risk.
     let survivors = 0
     for (let pi = p0; pi < p1; pi++) {
@@ -256,102 +267,46 @@ export class TrackedScanner extends Scanner {
 
   /** An invariant page: merge it if a second identical page exists, else remember it for this pass. */
   #candidate(slot: TrackedSlot, pi: number, f: number): void {
-    const core = this.core
-    const pool = this.pool
-    const space = slot.space
-    if (space.secure) {
+    if (slot.space.secure) {
       // Secure space (VUsion): every candidate takes the core's one path (armed, then entered
       // in the table write-protected, partner or not), never the partner-only candidate index.
-      try {
-        core.prepareMerge(space, pi, pi + 1)
-      } catch (err) {
-        if (Scanner.isOom(err)) return
-        throw err
-      }
-      const o = core.mergePage(space, pi, slot.salt)
-      if (o === Outcome.Merged || o === Outcome.Inserted || o === Outcome.Crowded || o === Outcome.ZeroMapped) {
-        this.#hold(slot, pi, true)
-        if (o === Outcome.Merged) this.rMerged++
-        if (o === Outcome.ZeroMapped) this.rZero++
-      }
+      const o = this.secureCandidate(slot, pi)
+      if (o === Outcome.Merged || o === Outcome.Inserted || o === Outcome.Crowded || o === Outcome.ZeroMapped) this.#hold(slot, pi, true)
       return
     }
-    if ((pool.flags[f]! & FRAME_KSM) !== 0) {
-      // A table frame inherited by fork: join it (max_page_sharing_bypass).
-      core.mergeInto(space, pi, pool.entry[f]!)
-      this.#hold(slot, pi, true)
-      this.rMerged++
-      return
-    }
-    const raw = core.keyOf(f)
-    if (core.useZeroPages && raw === core.zeroKey && pool.isZero(f)) {
-      core.mapZero(space, pi)
-      this.#hold(slot, pi, true)
-      this.rZero++
-      return
-    }
-    const key = (raw ^ slot.salt) >>> 0
-    const e = core.findCandidate(f, key)
-    if (e >= 0) {
-      core.mergeInto(space, pi, e)
-      this.#hold(slot, pi, true)
-      this.rMerged++
-      return
-    }
-    if (e === CROWDED) return
+    const o = this.stableStep(slot, pi, f, false)
+    if (o === Outcome.Merged || o === Outcome.ZeroMapped) this.#hold(slot, pi, true)
+    if (o !== -1) return
     // The candidate index is keyed by the keyed full-page checksum, not the sampled table key:
-    // pages that differ only outside the sample must not pile up in one chain. Walks are
-    // bounded like the core's lookups, so no content can make one page cost more.
-    const ckey = (core.checksumOf(f) ^ slot.salt) >>> 0
-    const idx = this.index
-    const seq = this.seqnr & 0xff
-    let visits = core.maxWalk
-    let compares = core.maxCandidates
-    for (let u = idx.head(ckey); u !== -1; u = idx.next[u]!) {
-      if (--visits < 0) return
-      if (idx.key[u] !== ckey) continue
-      const ts = this.byId.get(idx.space[u]!) as TrackedSlot | undefined
-      if (ts === undefined || ts.st === null) continue
-      const tpi = idx.page[u]!
-      const ts0 = ts.st[tpi]!
-      if ((ts0 & CAND) === 0 || (ts0 & HELD) !== 0 || ts.seq![tpi] !== seq) continue
-      const tspace = ts.space
-      if (tspace.disposed) continue
-      const tf = tspace.pte[tpi]!
-      const tb = tspace.pflags[tpi]!
-      // Still invariant (protected, so unwritten since), present, unmerged, unpinned.
-      if ((tb & PAGE_UFFD_WP) === 0 || tf === ZERO_FRAME || tf === f) continue
-      if ((tb & (PAGE_MERGED | PAGE_KSM_ZERO | PAGE_PINNED)) !== 0 || (pool.flags[tf]! & FRAME_KSM) !== 0) continue
-      if (--compares < 0) return
-      if (pool.compare(tf, f) !== 0) continue
-      try {
-        core.table.reserve(1)
-      } catch (err) {
-        if (Scanner.isOom(err)) return
-        throw err
-      }
-      // The earlier candidate becomes the table frame; this page merges into it.
-      const ne = core.insertUnique(tspace, tpi, key)
-      core.mergeInto(space, pi, ne)
-      ts.st[tpi] = ts0 & ~CAND
-      ts.unstable--
-      this.unshared--
-      this.#hold(ts, tpi, true)
-      this.#hold(slot, pi, true)
-      this.rMerged += 2
-      return
-    }
-    try {
-      idx.insert(ckey, slot.id, pi)
-    } catch (err) {
-      if (Scanner.isOom(err)) return
-      throw err
-    }
+    // pages that differ only outside the sample must not pile up in one chain.
+    const core = this.core
+    this.pairSearch(slot, pi, f, false, (core.checksumOf(f) ^ slot.salt) >>> 0, core.lastKey)
+  }
+
+  protected inIndex(ts: TrackedSlot, tpi: number, seq: number): boolean {
+    const st = ts.st
+    if (st === null) return false
+    const s = st[tpi]!
+    return (s & CAND) !== 0 && (s & HELD) === 0 && ts.seq![tpi] === seq
+  }
+
+  /** Still invariant (protected, so unwritten since), not a merge-placed zero page, unpinned. */
+  protected partnerUsable(_ts: TrackedSlot, _tpi: number, tb: number): boolean {
+    return (tb & PAGE_UFFD_WP) !== 0 && (tb & (PAGE_KSM_ZERO | PAGE_PINNED)) === 0
+  }
+
+  protected indexed(slot: TrackedSlot, pi: number, seq: number): void {
     slot.st![pi] = slot.st![pi]! | CAND
     slot.seq![pi] = seq
-    slot.unstable++
-    this.unshared++
-    this.rUnstable++
+  }
+
+  protected paired(keep: TrackedSlot, kpi: number, join: TrackedSlot, jpi: number): void {
+    // The earlier candidate (keep) leaves the index as it becomes the table frame.
+    keep.st![kpi] = keep.st![kpi]! & ~CAND
+    keep.unstable--
+    this.unshared--
+    this.#hold(keep, kpi, true)
+    this.#hold(join, jpi, true)
   }
 
   /**
@@ -364,8 +319,8 @@ export class TrackedScanner extends Scanner {
     const clean = slot.clean!
     const u = unsh[r]!
     unsh[r] = 0
-    const max = this.t.maxBackoffPasses
-    if (u >= this.t.thrashUnshares) {
+    const max = this.o.maxBackoffPasses
+    if (u >= this.o.thrashUnshares) {
       const k = Math.min(strikes[r]! + 1, 31)
       strikes[r] = k
       clean[r] = 0
@@ -431,10 +386,18 @@ export class TrackedScanner extends Scanner {
       slot.clean = new Uint16Array(nr)
       slot.unsh = new Uint16Array(nr)
     } catch (err) {
-      if (!(err instanceof RangeError) && !Scanner.isOom(err)) throw err
+      if (!(err instanceof RangeError) && !(err instanceof OutOfMemory)) throw err
       this.clearSlot(slot)
       return null
     }
     return slot.st
   }
 }
+
+/** The "tracked" policy's registry entry. */
+export const trackedPolicy = {
+  name: "tracked",
+  summary: "the SKSM thread's userspace scanner over write tracking (PAGEMAP_SCAN + uffd-wp)",
+  options: TRACKED_OPTIONS,
+  create: (host: ScanHost, params: PolicyParams<typeof TRACKED_OPTIONS>) => new TrackedScanner(host, params),
+} as const

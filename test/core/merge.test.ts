@@ -4,8 +4,8 @@
  */
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import type { AddressSpace } from "../../src/address-space.ts"
-import { Engine, type EngineOptions } from "../../src/engine.ts"
+import type { AddressSpace } from "../helpers/internals.ts"
+import { Engine, type EngineOptions } from "../helpers/internals.ts"
 import { checkCounters } from "../helpers/recount.ts"
 import { mapsDuplicates } from "../policy/helpers.ts"
 

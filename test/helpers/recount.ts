@@ -2,7 +2,7 @@
  * A slow, obviously-correct recount of everything the engine keeps incrementally.
  * Walks every page of every live space; trusts no counter.
  */
-import type { Engine } from "../../src/engine.ts"
+import type { Engine } from "./internals.ts"
 import { FRAME_KSM, FRAME_SHARED, ZERO_FRAME } from "../../src/memory/frames.ts"
 import { PAGE_KSM_ZERO, PAGE_MERGED, PAGE_PINNED, PAGE_UFFD_WP, PAGE_WRITABLE } from "../../src/memory/flags.ts"
 

@@ -6,8 +6,8 @@
  *   a secure page mapping a table frame is never writable.
  * Plus snapshots of everything a failed call must leave unchanged.
  */
-import type { AddressSpace } from "../../src/address-space.ts"
-import type { Engine } from "../../src/engine.ts"
+import type { AddressSpace } from "./internals.ts"
+import type { Engine } from "./internals.ts"
 import { FRAME_KSM, ZERO_FRAME } from "../../src/memory/frames.ts"
 import { PAGE_WRITABLE } from "../../src/memory/flags.ts"
 

@@ -10,8 +10,8 @@
  */
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import type { AddressSpace } from "../../src/address-space.ts"
-import { Engine } from "../../src/engine.ts"
+import type { AddressSpace } from "../helpers/internals.ts"
+import { Engine } from "../helpers/internals.ts"
 import { SksmError } from "../../src/errors.ts"
 import { FRAME_KSM, FRAME_PINNED, ZERO_FRAME } from "../../src/memory/frames.ts"
 import { PAGE_KSM_ZERO, PAGE_MERGED } from "../../src/memory/flags.ts"

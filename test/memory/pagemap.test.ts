@@ -6,8 +6,8 @@
  */
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import type { AddressSpace } from "../../src/address-space.ts"
-import { Engine } from "../../src/engine.ts"
+import type { AddressSpace } from "../helpers/internals.ts"
+import { Engine } from "../helpers/internals.ts"
 import { PageCategory as IndexPageCategory } from "../../src/index.ts"
 import { PAGE_KSM_ZERO, PAGE_SOFT_DIRTY, PAGE_UFFD_REG, PAGE_UFFD_WP, PAGE_WRITABLE } from "../../src/memory/flags.ts"
 import { PageCategory, type PagemapScanArgs, type PagemapScanResult, type PageRegion } from "../../src/memory/pagemap.ts"
@@ -24,8 +24,13 @@ const CHECK = 2 // PM_SCAN_CHECK_WPASYNC
 /** The kernel's max_pages = -1 (ULONG_MAX). */
 const ULONG_MAX = Number.MAX_SAFE_INTEGER
 
+/** The engine each test space came from (spaces do not expose their engine). */
+const engineOf = new WeakMap<AddressSpace, Engine>()
+
 function space(pages: number, engine = new Engine()): AddressSpace {
-  return engine.createSpace({ size: pages * PS })
+  const s = engine.createSpace({ size: pages * PS })
+  engineOf.set(s, engine)
+  return s
 }
 
 /**
@@ -82,7 +87,7 @@ const LEN = (r: PageRegion | undefined): number => (r === undefined ? -1 : (r.en
 
 /** Everything a scan may change or that must not change: flags, page table, counters. */
 function snapshot(a: AddressSpace): unknown {
-  return { pflags: Array.from(a.pflags), pte: Array.from(a.pte), cow: a.cowFaults, stats: a.engine.stats() }
+  return { pflags: Array.from(a.pflags), pte: Array.from(a.pte), cow: a.cowFaults, stats: engineOf.get(a)!.stats() }
 }
 
 function expectTag(fn: () => unknown, tag: string): void {
@@ -370,7 +375,7 @@ function baseTests(pages: number): void {
   inc(a, mid + PS)
   const r5 = ioc(a, mid, 2 * PS, 1, 0, 0, WRITTEN, 0, 0, WRITTEN | HUGE)
   expect(r5.regions).toEqual([{ start: mid, end: mid + 2 * PS, categories: WRITTEN }])
-  checkCounters(a.engine)
+  checkCounters(engineOf.get(a)!)
 }
 
 describe("pagemap_ioctl.c base_tests", () => {

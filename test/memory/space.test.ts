@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest"
-import { Engine } from "../../src/engine.ts"
-import type { AddressSpace } from "../../src/address-space.ts"
+import { Engine } from "../helpers/internals.ts"
+import type { AddressSpace } from "../helpers/internals.ts"
 import { checkCounters } from "../helpers/recount.ts"
 
 const PS = 4096

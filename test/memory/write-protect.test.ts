@@ -6,8 +6,8 @@
  * FOLL_WRITE, MADV_DONTNEED) and what keeps it (reads, merge, unmerge, fork in the parent).
  */
 import { describe, expect, it } from "vitest"
-import type { AddressSpace } from "../../src/address-space.ts"
-import { Engine } from "../../src/engine.ts"
+import type { AddressSpace } from "../helpers/internals.ts"
+import { Engine } from "../helpers/internals.ts"
 import { PAGE_UFFD_REG, PAGE_UFFD_WP, PAGE_WRITABLE } from "../../src/memory/flags.ts"
 import { PageCategory, type PageRegion } from "../../src/memory/pagemap.ts"
 import { checkCounters } from "../helpers/recount.ts"

@@ -7,8 +7,8 @@
  */
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { Engine } from "../../src/engine.ts"
-import type { AddressSpace } from "../../src/address-space.ts"
+import { Engine } from "../helpers/internals.ts"
+import type { AddressSpace } from "../helpers/internals.ts"
 import { SksmError } from "../../src/errors.ts"
 import { checkCounters } from "../helpers/recount.ts"
 

@@ -5,7 +5,7 @@
  */
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { Engine, type EngineOptions } from "../../src/engine.ts"
+import { Engine, type EngineOptions } from "../helpers/internals.ts"
 import { checkCounters } from "../helpers/recount.ts"
 import { allBytes, checkScanCounters, filled, fullScans, mapsDuplicates, POLICIES, PS } from "./helpers.ts"
 

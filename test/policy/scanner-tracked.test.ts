@@ -3,7 +3,7 @@
  * with the candidate stage and the back-off of thrashing ranges.
  */
 import { describe, expect, it } from "vitest"
-import { Engine } from "../../src/engine.ts"
+import { Engine } from "../helpers/internals.ts"
 import { PAGE_MERGED, PAGE_UFFD_REG, PAGE_UFFD_WP, PAGE_WRITABLE } from "../../src/memory/flags.ts"
 import { PageCategory } from "../../src/memory/pagemap.ts"
 import { checkCounters } from "../helpers/recount.ts"

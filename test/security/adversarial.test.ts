@@ -7,9 +7,9 @@
  */
 import fc from "fast-check"
 import { afterEach, describe, expect, it, vi } from "vitest"
-import type { AddressSpace } from "../../src/address-space.ts"
+import type { AddressSpace } from "../helpers/internals.ts"
 import { expandSeed, fullChecksum, makeFullChecksum, makeSampledKey } from "../../src/core/checksum.ts"
-import { Engine } from "../../src/engine.ts"
+import { Engine } from "../helpers/internals.ts"
 import { ZERO_FRAME } from "../../src/memory/frames.ts"
 import { checkCounters } from "../helpers/recount.ts"
 

@@ -9,10 +9,10 @@
  * ranges that wrap or straddle the end are swept the same way.
  */
 import { describe, expect, it } from "vitest"
-import type { AddressSpace } from "../../src/address-space.ts"
-import { Engine } from "../../src/engine.ts"
+import type { AddressSpace } from "../helpers/internals.ts"
+import { Engine } from "../helpers/internals.ts"
 import { SksmError } from "../../src/errors.ts"
-import type { Scanner } from "../../src/policy/scanner.ts"
+import type { Scanner } from "../helpers/internals.ts"
 import { checkCounters } from "../helpers/recount.ts"
 
 const PS = 512

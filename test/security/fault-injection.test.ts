@@ -15,10 +15,10 @@
  */
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import type { AddressSpace } from "../../src/address-space.ts"
-import { Engine, type EngineOptions } from "../../src/engine.ts"
+import type { AddressSpace } from "../helpers/internals.ts"
+import { Engine, type EngineOptions } from "../helpers/internals.ts"
 import { OutOfMemory, SksmError } from "../../src/errors.ts"
-import type { Scanner } from "../../src/policy/scanner.ts"
+import type { Scanner } from "../helpers/internals.ts"
 import { checkCounters } from "../helpers/recount.ts"
 import { checkDomainIsolation, checkSecureInvariants, snapshot } from "../helpers/security.ts"
 

@@ -15,9 +15,9 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import { afterEach, describe, expect, it, vi } from "vitest"
-import type { AddressSpace } from "../../src/address-space.ts"
+import type { AddressSpace } from "../helpers/internals.ts"
 import { Ksmd, SksmEngine } from "../../src/effect.ts"
-import { Engine, type EngineOptions } from "../../src/engine.ts"
+import { Engine, type EngineOptions } from "../helpers/internals.ts"
 import type { ScanClock } from "../../src/policy/options.ts"
 import { checkCounters } from "../helpers/recount.ts"
 import { checkDomainIsolation, checkSecureInvariants } from "../helpers/security.ts"
@@ -170,10 +170,12 @@ describe("scanner clock callbacks calling the API mid-tick", () => {
   it("engine.scanner() from the clock detaches the running scanner: its tick completes, later calls throw ScannerDetached", () => {
     const w = world()
     let replaced = false
+    let readings = 0
     const clock: ScanClock = {
       wallMillis: () => 0,
       cpuMicros: () => {
-        if (!replaced && w.engine.stats().pagesScanned > 0) {
+        // Readings 1 and 2 open and close the first tick; reading 3 opens the second.
+        if (++readings === 3) {
           replaced = true
           w.engine.scanner({ policy: "tracked" })
         }
@@ -182,7 +184,8 @@ describe("scanner clock callbacks calling the API mid-tick", () => {
     }
     const ksmd = w.engine.scanner({ policy: "ksm", clock, pagesToScan: 5 })
     ksmd.tick()
-    expect(() => ksmd.tick()).not.toThrow() // pagesScanned was still 0 at the first tick's start
+    expect(replaced).toBe(false)
+    expect(() => ksmd.tick()).not.toThrow() // replaced at this tick's opening reading: the tick completes
     expect(replaced).toBe(true)
     expect(() => ksmd.tick()).toThrow(expect.objectContaining({ _tag: "ScannerDetached" }))
     check(w)
@@ -190,17 +193,24 @@ describe("scanner clock callbacks calling the API mid-tick", () => {
 
   it("dispose() of the space under the cursor, from the clock, mid-pass", () => {
     const w = world()
-    const clock: ScanClock = { wallMillis: () => 0, cpuMicros: () => 0 }
+    // The scanner reads the clock's functions once, at creation: the hook changes behind them.
+    let onReading = (): void => {}
+    const clock: ScanClock = {
+      wallMillis: () => 0,
+      cpuMicros: () => {
+        onReading()
+        return 0
+      },
+    }
     const ksmd = w.engine.scanner({ policy: "ksm", clock, pagesToScan: 3 })
     ksmd.tick() // the cursor is now inside the first space
     const victim = w.spaces[0]!
-    clock.cpuMicros = () => {
+    onReading = () => {
       if (!victim.disposed) {
         victim.dispose()
         w.spaces.splice(w.spaces.indexOf(victim), 1)
         w.ref.delete(victim)
       }
-      return 0
     }
     for (let t = 0; t < 30; t++) ksmd.tick()
     expect(victim.disposed).toBe(true)

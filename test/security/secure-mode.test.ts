@@ -5,9 +5,9 @@
  */
 import fc from "fast-check"
 import { describe, expect, it, vi } from "vitest"
-import type { AddressSpace } from "../../src/address-space.ts"
+import type { AddressSpace } from "../helpers/internals.ts"
 import { Outcome } from "../../src/core/merge.ts"
-import { Engine, type EngineOptions } from "../../src/engine.ts"
+import { Engine, type EngineOptions } from "../helpers/internals.ts"
 import { FRAME_KSM, ZERO_FRAME } from "../../src/memory/frames.ts"
 import { PAGE_MERGED, PAGE_WRITABLE } from "../../src/memory/flags.ts"
 import { checkCounters } from "../helpers/recount.ts"

@@ -9,8 +9,8 @@
  */
 import { describe, expect, it } from "vitest"
 import { soak } from "../../scripts/soak-runner.ts"
-import type { AddressSpace } from "../../src/address-space.ts"
-import { Engine } from "../../src/engine.ts"
+import type { AddressSpace } from "../helpers/internals.ts"
+import { Engine } from "../helpers/internals.ts"
 import { checkCounters } from "../helpers/recount.ts"
 import { checkDomainIsolation } from "../helpers/security.ts"
 

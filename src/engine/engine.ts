@@ -1,16 +1,20 @@
 /**
- * The engine: owns the frames (one {@link FramePool}), the merge core, and every address
- * space. It is the composition root: the only module that wires the layers together.
+ * The engine: owns the frames (one {@link FramePool}), the merge core, every address space and
+ * the scanner. It is the composition root: the only module that wires the layers together.
+ * Spaces and scanners reach it only through the narrow interfaces they declare (SpaceHost,
+ * ScanHost), implemented here by private objects; nothing internal is reachable from its type.
  */
-import { AddressSpace } from "./address-space.ts"
-import { MergeCore, type MergeCoreOptions } from "./core/merge.ts"
-import { InvalidArgument, OutOfMemory } from "./errors.ts"
-import { type AutoCompactOptions, type AutoCompactSettings, type CompactionTotals, Compactor, type CompactReport } from "./memory/compact.ts"
-import { FramePool, type FramePoolOptions } from "./memory/frames.ts"
-import type { SpaceOptions } from "./memory/space.ts"
-import { createScanner } from "./policy/create.ts"
-import type { ScannerOptions } from "./policy/options.ts"
-import type { Scanner } from "./policy/scanner.ts"
+import { MergeCore, MERGE_CORE_KEYS, type MergeCoreOptions, resolveMergeCoreOptions } from "../core/merge.ts"
+import { InvalidArgument } from "../errors.ts"
+import { type AutoCompactOptions, type AutoCompactSettings, type CompactionTotals, Compactor, type CompactReport, readCompactOptions } from "../memory/compact.ts"
+import { FramePool, type FramePoolOptions, resolveFramePoolOptions } from "../memory/frames.ts"
+import { resolveSpaceOptions, type SpaceOptions } from "../memory/space.ts"
+import { createScanner, type ScannerOptions } from "../policy/registry.ts"
+import type { ScanHost, Scanner, ScannerBase, Slot } from "../policy/scanner.ts"
+import type { OptionSpecs } from "../policy/options.ts"
+import type { AddressSpace } from "../space/address-space.ts"
+import { type MergeableSpace, newSpace, type SpaceHost } from "../space/mergeable-space.ts"
+import { readOptions, show } from "../validate.ts"
 
 /** Options of `new Engine(...)`; every field is optional. */
 export interface EngineOptions extends FramePoolOptions, MergeCoreOptions {
@@ -20,6 +24,12 @@ export interface EngineOptions extends FramePoolOptions, MergeCoreOptions {
    */
   readonly autoCompact?: boolean | AutoCompactOptions
 }
+
+// Set by Engine's static block: the one door to its private fields (see _internals).
+let internalsOf: (engine: Engine) => EngineInternals
+
+/** The keys of {@link EngineOptions}. */
+const ENGINE_KEYS = ["pageSize", "maxMemoryBytes", "slabBytes", ...MERGE_CORE_KEYS, "autoCompact"] as const
 
 /** engine.memory(): where the process's memory for this engine goes. */
 export interface MemoryReport {
@@ -100,32 +110,46 @@ export interface EngineStats {
  */
 export class Engine {
   readonly pageSize: number
-  /** @internal */
-  readonly pool: FramePool
-  /** @internal */
-  readonly core: MergeCore
-  readonly #spaces = new Set<AddressSpace>()
-  #scanner: Scanner | null = null
+  readonly #pool: FramePool
+  readonly #core: MergeCore
+  readonly #spaces = new Set<MergeableSpace>()
+  #scanner: (ScannerBase<Slot, OptionSpecs> & Scanner) | null = null
   readonly #compactor: Compactor
+  /** What spaces see of the engine. */
+  readonly #spaceHost: SpaceHost
+  /** What the scanner sees of the engine. */
+  readonly #scanHost: ScanHost
 
   constructor(options: EngineOptions = {}) {
-    if (typeof options !== "object" || options === null) throw new InvalidArgument("options must be an object")
-    this.pool = new FramePool(options)
-    this.core = new MergeCore(this.pool, options)
-    this.pageSize = this.pool.pageSize
-    this.#compactor = new Compactor(this.pool, () => this.#spaces, options.autoCompact)
+    // Every option read exactly once into a frozen snapshot, validated, then used alone.
+    const o = readOptions("new Engine()", options, ENGINE_KEYS)
+    const pool = new FramePool(resolveFramePoolOptions(o))
+    const core = new MergeCore(pool, resolveMergeCoreOptions(o))
+    this.#compactor = new Compactor(pool, () => this.#spaces, o["autoCompact"] ?? true)
+    this.#pool = pool
+    this.#core = core
+    this.pageSize = pool.pageSize
+    this.#spaceHost = {
+      pool,
+      core,
+      adopt: (space) => {
+        this.#spaces.add(space)
+        this.#scanner?.spaceAdded(space)
+      },
+      release: (space) => {
+        this.#spaces.delete(space)
+        this.#scanner?.spaceReleased(space)
+      },
+      maybeCompact: () => this.maybeCompact(),
+      scanItemsOf: (space) => core.scan?.rmapItemsOf(space) ?? 0,
+    }
+    this.#scanHost = { core, spaces: () => [...this.#spaces], maybeCompact: () => this.maybeCompact() }
   }
 
-  /** mmap(MAP_PRIVATE|MAP_ANONYMOUS): a new, unpopulated space of `size` bytes. */
+  /** mmap(MAP_PRIVATE|MAP_ANONYMOUS): a new, unpopulated space of `options.size` bytes. */
   createSpace(options: SpaceOptions): AddressSpace {
-    let space: AddressSpace
-    try {
-      space = new AddressSpace(this, options)
-    } catch (cause) {
-      throw this.outOfMemory(cause)
-    }
-    this.adopt(space)
-    return space
+    this.#pool.assertIdle()
+    return newSpace(this.#spaceHost, resolveSpaceOptions(options, this.pageSize))
   }
 
   /** Live spaces, in creation order. */
@@ -135,18 +159,19 @@ export class Engine {
 
   /** Where the engine's memory goes. */
   memory(): MemoryReport {
+    const pool = this.#pool
     let tables = 0
     for (const s of this.#spaces) tables += s.metadataBytes
-    const metadata = tables + this.pool.metadataBytes + this.core.metadataBytes
+    const metadata = tables + pool.metadataBytes + this.#core.metadataBytes
     return {
       pageSize: this.pageSize,
-      framesInUse: this.pool.framesInUse,
-      framesFree: this.pool.framesFree,
-      bytesReserved: this.pool.bytesReserved,
-      bytesInUse: this.pool.framesInUse * this.pageSize,
-      bytesFree: this.pool.framesFree * this.pageSize,
-      bytesTotal: this.pool.bytesReserved + metadata,
-      slabs: this.pool.slabs.reduce((n, s) => (s === null ? n : n + 1), 0),
+      framesInUse: pool.framesInUse,
+      framesFree: pool.framesFree,
+      bytesReserved: pool.bytesReserved,
+      bytesInUse: pool.framesInUse * this.pageSize,
+      bytesFree: pool.framesFree * this.pageSize,
+      bytesTotal: pool.bytesReserved + metadata,
+      slabs: pool.slabs.reduce((n, s) => (s === null ? n : n + 1), 0),
       metadataBytes: metadata,
       spaces: this.#spaces.size,
       compaction: this.#compactor.totals,
@@ -164,9 +189,8 @@ export class Engine {
    * Throws OutOfMemory having changed nothing if its plan does not fit.
    */
   compact(options: { readonly budgetPages?: number } = {}): CompactReport {
-    this.pool.assertIdle()
-    if (typeof options !== "object" || options === null) throw new InvalidArgument("options must be an object { budgetPages? }")
-    return this.#compactor.compact(options.budgetPages ?? Number.POSITIVE_INFINITY)
+    this.#pool.assertIdle()
+    return this.#compactor.compact(readCompactOptions(options))
   }
 
   /**
@@ -190,7 +214,8 @@ export class Engine {
 
   /** /sys/kernel/mm/ksm/* as one object. */
   stats(): EngineStats {
-    const core = this.core
+    const core = this.#core
+    const pool = this.#pool
     const scan = core.scanCounters()
     const { chains, dups } = core.chains()
     return {
@@ -201,45 +226,40 @@ export class Engine {
       pagesScanned: scan.pagesScanned,
       pagesSkipped: scan.pagesSkipped,
       fullScans: scan.fullScans,
-      ksmZeroPages: this.pool.ksmZeroPages,
-      generalProfit: (core.pagesSharing + this.pool.ksmZeroPages) * this.pageSize - core.metadataBytes,
-      profitReturned: Math.max(0, (core.pagesSharing + this.pool.ksmZeroPages - this.pool.framesFree) * this.pageSize),
+      ksmZeroPages: pool.ksmZeroPages,
+      generalProfit: (core.pagesSharing + pool.ksmZeroPages) * this.pageSize - core.metadataBytes,
+      profitReturned: Math.max(0, (core.pagesSharing + pool.ksmZeroPages - pool.framesFree) * this.pageSize),
       stableNodeChains: chains,
       stableNodeDups: dups,
       pagesUnique: core.pagesUnique,
-      cowFaults: this.pool.cowFaults,
+      cowFaults: pool.cowFaults,
       mergeCalls: core.mergeCalls,
     }
   }
 
   /** `echo 2 > /sys/kernel/mm/ksm/run`: unmerge every page of every space now; reset full_scans. */
   unmergeAll(): void {
-    this.core.unmergeAll(this.spaces())
+    this.#pool.assertIdle()
+    this.#core.unmergeAll([...this.#spaces])
     this.maybeCompact()
   }
 
   /** /sys/kernel/mm/ksm/max_page_sharing. */
   get maxPageSharing(): number {
-    return this.core.maxPageSharing
+    return this.#core.maxPageSharing
   }
   /** Set max_page_sharing: InvalidArgument for n < 2, Busy while pages are shared. */
   setMaxPageSharing(n: number): void {
-    this.core.setMaxPageSharing(n)
+    this.#core.setMaxPageSharing(n)
   }
 
   /** /sys/kernel/mm/ksm/use_zero_pages. */
   get useZeroPages(): boolean {
-    return this.core.useZeroPages
+    return this.#core.useZeroPages
   }
   /** Set use_zero_pages; affects future merges only. */
   setUseZeroPages(on: boolean): void {
-    this.core.setUseZeroPages(on)
-  }
-
-  /** @internal rmap items the scanner holds for `space`'s unmerged pages. */
-  scanItemsOf(space: AddressSpace): number {
-    const scan = this.core.scan as { rmapItemsOf?: (s: AddressSpace) => number } | null
-    return scan?.rmapItemsOf?.(space) ?? 0
+    this.#core.setUseZeroPages(on)
   }
 
   /**
@@ -250,28 +270,31 @@ export class Engine {
    * InvalidArgument, leaving the previous scanner attached, if an option is invalid.
    */
   scanner(options: ScannerOptions = {}): Scanner {
-    const next = createScanner(this, options)
+    this.#pool.assertIdle()
+    const next = createScanner(this.#scanHost, options)
     this.#scanner?.detach()
     this.#scanner = next
-    this.core.scan = next
+    this.#core.scan = next
     return next
   }
 
-  /** @internal register a new space. */
-  adopt(space: AddressSpace): void {
-    this.#spaces.add(space)
-    this.#scanner?.spaceAdded(space)
+  static {
+    internalsOf = (e) => ({ pool: e.#pool, core: e.#core, spaces: () => [...e.#spaces], scanner: () => e.#scanner })
   }
+}
 
-  /** @internal forget a disposed space. */
-  release(space: AddressSpace): void {
-    this.#spaces.delete(space)
-    this.#scanner?.spaceReleased(space)
-  }
+/** What tests and tools inside the repository may see of an engine (not part of the package's API). */
+export interface EngineInternals {
+  readonly pool: FramePool
+  readonly core: MergeCore
+  /** Live spaces with their internals (page tables, flags). */
+  spaces(): MergeableSpace[]
+  /** The active scanner, or null. */
+  scanner(): (ScannerBase<Slot, OptionSpecs> & Scanner) | null
+}
 
-  /** @internal wrap a runtime allocation failure as OutOfMemory; rethrow anything else. */
-  outOfMemory(cause: unknown): Error {
-    if (cause instanceof RangeError) return new OutOfMemory(`allocation failed: ${cause.message}`)
-    return cause as Error
-  }
+/** The internals of `engine` (fast-check's `_internals` convention: for tests, benchmarks and tools of this repository). */
+export function _internals(engine: Engine): EngineInternals {
+  if (!(engine instanceof Engine)) throw new InvalidArgument(`not an Engine: ${show(engine)}`)
+  return internalsOf(engine)
 }

@@ -1,0 +1,120 @@
+/**
+ * The public face of an address space: what a host may call. The engine's implementation
+ * (MergeableSpace) has more, for the layers below; none of it is reachable from this type.
+ */
+import type { MergeReport } from "../core/merge.ts"
+import type { PagemapScanArgs, PagemapScanResult } from "../memory/pagemap.ts"
+
+/** Bytes sksm charges per rmap item in `ksmProcessProfit` (the kernel charges sizeof(struct ksm_rmap_item), 64). */
+export const RMAP_ITEM_BYTES = 16
+
+/** Per-space statistics: the fields of /proc/<pid>/ksm_stat, plus copy-on-write faults. */
+export interface SpaceStats {
+  /** Pages with merge state: merged pages plus pages the scanner tracks. */
+  ksmRmapItems: number
+  /** Merge-placed zero pages still mapped. */
+  ksmZeroPages: number
+  /** Pages mapped through merging on a shared frame (the kernel's ksm_merging_pages). */
+  ksmMergingPages: number
+  /** (ksmMergingPages + ksmZeroPages) * pageSize - ksmRmapItems * RMAP_ITEM_BYTES. */
+  ksmProcessProfit: number
+  /** PR_GET_MEMORY_MERGE. */
+  ksmMergeAny: boolean
+  /** Any page is MADV_MERGEABLE (or mergeAny is on). */
+  ksmMergeable: boolean
+  /** Copy-on-write faults that copied a frame in this space. */
+  cowFaults: number
+}
+
+/**
+ * A paged address space with copy-on-write and merging: `engine.createSpace({ size })` (mmap of
+ * anonymous private memory) or `space.fork()`. Each method names the kernel call it mirrors.
+ *
+ * When to use: one per guest, instance or snapshot whose memory sksm should hold.
+ * Gotchas: every method throws SpaceDisposed after dispose(); a failed call changes nothing
+ * (no partial write, no leaked frame, no counter moved). Addresses are byte offsets from 0;
+ * words are little-endian at any alignment and may straddle pages. This is a type only: spaces
+ * come from their engine (there is no constructor to call).
+ */
+export interface AddressSpace {
+  /** Unique id of this space within the process. */
+  readonly id: number
+  /** Size in bytes (a multiple of the page size). */
+  readonly size: number
+  readonly pageSize: number
+  /** Number of pages. */
+  readonly pages: number
+  /** A label for stats and tools. */
+  readonly name: string
+  /** Merge domain: pages merge only within one domain unless the engine allows crossing. */
+  readonly domain: string
+  /** Whether the space's domain runs in secure mode (fixed at creation). */
+  readonly secure: boolean
+  /** True once dispose() ran. */
+  readonly disposed: boolean
+  /** Copy-on-write faults that copied a frame in this space. */
+  readonly cowFaults: number
+  /** Pages pinned right now. */
+  readonly pinnedPages: number
+  /** PR_GET_MEMORY_MERGE: whether every page is mergeable for the scanner. Inherited by fork(). */
+  readonly mergeAny: boolean
+  /** Bytes of page-table metadata this space holds. */
+  readonly metadataBytes: number
+
+  /** Load one byte. */
+  readU8(addr: number): number
+  /** Load a little-endian u16. */
+  readU16(addr: number): number
+  /** Load a little-endian u32. */
+  readU32(addr: number): number
+  /** Store the low 8 bits of `value` (a safe integer; NaN, fractions, Infinity are InvalidArgument). */
+  writeU8(addr: number, value: number): void
+  /** Store the low 16 bits of `value`, little-endian. */
+  writeU16(addr: number, value: number): void
+  /** Store the low 32 bits of `value`, little-endian (so -1 writes 0xffffffff). */
+  writeU32(addr: number, value: number): void
+  /** Read `length` bytes at `addr` into a new Uint8Array (a copy). */
+  read(addr: number, length: number): Uint8Array
+  /** Read `target.length` bytes at `addr` into `target`. */
+  readInto(addr: number, target: Uint8Array): void
+  /** Write `bytes` at `addr`; all-or-nothing (frames are reserved before any byte lands). */
+  write(addr: number, bytes: Uint8Array): void
+  /** memset: fill `length` bytes at `addr` with `byte` (0..255); populates every page it covers. */
+  fill(addr: number, length: number, byte: number): void
+
+  /** MADV_DONTNEED on a page-aligned range: the pages read as zeros again. PinnedPage if one is pinned. */
+  discard(addr: number, length: number): void
+  /** pin_user_pages(FOLL_WRITE | FOLL_LONGTERM): private, populated, never merged, moved or discarded. Pins nest. */
+  pin(addr: number, length: number): void
+  /** unpin_user_pages: drop one pin from each page; InvalidArgument if a page is not pinned. */
+  unpin(addr: number, length: number): void
+  /**
+   * UFFDIO_WRITEPROTECT in async mode on a page-aligned range: a protected page's next write just
+   * clears the bit, and pagemapScan reports it WRITTEN. The first call registers the pages.
+   */
+  writeProtect(addr: number, length: number, enable?: boolean): void
+  /** ioctl(PAGEMAP_SCAN): report the runs of pages whose categories match; optionally re-protect them. */
+  pagemapScan(args: PagemapScanArgs): PagemapScanResult
+
+  /**
+   * MADV_MERGE (SKSM): merge the pages of `[addr, addr+length)` now (default: from `addr` to the
+   * end). The range is widened to whole pages; an empty range merges nothing. Pinned and
+   * never-touched pages are skipped. A later write unshares by copy-on-write.
+   */
+  merge(addr?: number, length?: number): MergeReport
+  /**
+   * break_ksm, the unsharing half of MADV_UNMERGEABLE: every merged page, merge-placed zero page
+   * and page mapping a table frame in the range gets a private copy. Returns how many.
+   */
+  unmerge(addr?: number, length?: number): number
+  /** madvise(MADV_MERGEABLE / MADV_UNMERGEABLE) on a page-aligned range, for the background scanner. */
+  advise(addr: number, length: number, advice: "mergeable" | "unmergeable"): void
+  /** PR_SET_MEMORY_MERGE: `true` makes every page mergeable; `false` unmerges everything and clears MADV_MERGEABLE. */
+  setMergeAny(on: boolean): void
+  /** /proc/<pid>/ksm_stat for this space. */
+  ksmStat(): SpaceStats
+  /** fork(): a copy-on-write clone; copies no data (pinned pages excepted). */
+  fork(): AddressSpace
+  /** munmap: release every frame and table reference; later calls throw SpaceDisposed. Idempotent. */
+  dispose(): void
+}
