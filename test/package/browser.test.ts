@@ -12,16 +12,7 @@ import { join, normalize } from "node:path"
 import { build } from "esbuild"
 import { type Browser, chromium } from "playwright-core"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { FIXTURES, packed, project } from "./packed.ts"
-
-const EXPECTED = {
-  merged: 15,
-  afterMerge: { pagesShared: 1, pagesSharing: 15 },
-  cowFaults: 1,
-  afterScan: { pagesShared: 1, pagesSharing: 23, fullScansAtLeast4: true },
-  framesInUse: true,
-  error: "OutOfBounds",
-}
+import { EXPECTED, FIXTURES, packed, project } from "./packed.ts"
 
 /** Debian's chromium (CHROMIUM_PATH overrides). .ci/run installs it; the README says so. */
 function chromiumPath(): string {

@@ -7,17 +7,7 @@
 import { readdirSync, readFileSync, rmSync, statSync, writeFileSync, copyFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { FIXTURES, lockedVersion, type Packed, packed, project, ROOT, run } from "./packed.ts"
-
-/** What the scenario prints in every runtime (Node here, Chromium and a Worker in browser.test.ts). */
-export const EXPECTED = {
-  merged: 15,
-  afterMerge: { pagesShared: 1, pagesSharing: 15 },
-  cowFaults: 1,
-  afterScan: { pagesShared: 1, pagesSharing: 23, fullScansAtLeast4: true },
-  framesInUse: true,
-  error: "OutOfBounds",
-}
+import { EXPECTED, FIXTURES, lockedVersion, type Packed, packed, project, ROOT, run } from "./packed.ts"
 
 const VERSION = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string }).version
 const TSC7 = join(ROOT, "node_modules/typescript/bin/tsc")

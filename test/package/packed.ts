@@ -12,6 +12,16 @@ import { fileURLToPath } from "node:url"
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url))
 export const FIXTURES = fileURLToPath(new URL("./fixtures/", import.meta.url))
 
+/** What fixtures/scenario.mjs returns in every runtime: Node, a Chromium page, a Web Worker. */
+export const EXPECTED = {
+  merged: 15,
+  afterMerge: { pagesShared: 1, pagesSharing: 15 },
+  cowFaults: 1,
+  afterScan: { pagesShared: 1, pagesSharing: 23, fullScansAtLeast4: true },
+  framesInUse: true,
+  error: "OutOfBounds",
+}
+
 /** The environment for a child npm: the parent `npm test`'s lifecycle and package variables removed. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {}
