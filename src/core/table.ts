@@ -7,7 +7,7 @@
  * up to four entries on average, so the table costs about 15 bytes per entry. Entries of
  * identical content (max_page_sharing dups) simply sit in the same chain.
  */
-import { OutOfMemory } from "../errors.ts"
+import { allocating } from "../errors.ts"
 
 const NONE = -1
 /** `next` of an entry linked into no bucket (secure mode's stand-ins for crowded pages). */
@@ -73,16 +73,13 @@ export class MergeTable {
     if (n <= 0) return
     if (this.failpoint !== null) this.failpoint("table")
     const want = this.#count + n
-    try {
+    allocating(`a merge table of ${want} entries`, () => {
       if (want > this.#capacity) this.#grow(Math.max(want, this.#capacity * 2, 64))
       // Keep the average chain at or below 4: buckets >= entries / 4.
       let buckets = this.#mask + 1
       while (buckets * 4 < want) buckets *= 2
       if (buckets !== this.#mask + 1) this.#rehash(buckets)
-    } catch (cause) {
-      if (cause instanceof RangeError) throw new OutOfMemory(`merge table cannot grow to ${want} entries: ${cause.message}`)
-      throw cause
-    }
+    })
   }
 
   /** Insert `frame` under `key` with `mappers` mappers; returns the entry. Call reserve first. */

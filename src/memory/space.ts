@@ -7,7 +7,7 @@
  * This is the memory layer: it knows frames, page tables, copy-on-write, pins and
  * write tracking, and nothing about merging beyond the PAGE_MERGED bit it must honour.
  */
-import { InvalidArgument, OutOfBounds, OutOfMemory, PinnedPage, SpaceDisposed } from "../errors.ts"
+import { allocating, InvalidArgument, OutOfBounds, PinnedPage, SpaceDisposed } from "../errors.ts"
 import { checkAlignedRange, checkBool, checkBytes, checkInt, checkIntIn, checkRange, readOptions, show } from "../validate.ts"
 import { FRAME_KSM, FRAME_PINNED, type FramePool, ZERO_FRAME } from "./frames.ts"
 import {
@@ -292,13 +292,8 @@ export class PagedSpace {
   read(addr: number, length: number): Uint8Array {
     this.#live()
     checkRange(addr, length, this.size)
-    let out: Uint8Array
-    try {
-      out = new Uint8Array(length)
-    } catch (cause) {
-      // V8 caps one typed array (2^32 bytes in Node 20 on 64-bit hosts); say so in a typed error.
-      throw new OutOfMemory(`read(${addr}, ${length}): the runtime refused a Uint8Array of ${length} bytes (${cause instanceof Error ? cause.message : "RangeError"}); read in chunks with readInto`)
-    }
+    // V8 caps one typed array (2^32 bytes in Node 20 on 64-bit hosts): past it, read in chunks with readInto.
+    const out = allocating(`a Uint8Array of ${length} bytes for read(${addr}, ${length}) (read in chunks with readInto)`, () => new Uint8Array(length))
     this.#copyOut(addr, out)
     return out
   }
