@@ -78,7 +78,9 @@ describe("npm pack", () => {
     expect(pkg["peerDependenciesMeta"]).toEqual({ effect: { optional: true } })
     expect(pkg["sideEffects"]).toBe(false)
     expect(pkg["license"]).toBe("MIT")
-    for (const k of ["repository", "keywords", "engines", "files"]) expect(pkg[k]).toBeDefined()
+    for (const k of ["keywords", "engines", "files", "description"]) expect(pkg[k]).toBeDefined()
+    // No public repository exists yet: the manifest names none rather than an invented URL.
+    expect(pkg["repository"]).toBeUndefined()
     // Nothing runs at install time.
     const scripts = (pkg["scripts"] ?? {}) as Record<string, string>
     for (const k of ["preinstall", "install", "postinstall", "prepare"]) expect(scripts[k]).toBeUndefined()
