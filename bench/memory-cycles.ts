@@ -13,8 +13,8 @@
  * With `sharedEngine` one engine serves every cycle (a long-lived host's), and the cycle
  * compacts again after dispose so the engine releases the slabs the dispose emptied.
  * Every reading is RssAnon from /proc/self/status (the process's resident anonymous memory)
- * after forced full GCs (needs node --expose-gc) and a short settle, since V8 may free
- * ArrayBuffer backing stores on a background thread after the GC.
+ * after forced full GCs (needs node --expose-gc), once it has stopped changing (V8 may free
+ * ArrayBuffer backing stores on a background thread after the GC).
  *
  * Used by the memory-return bench (bench/memory-return.ts) and by
  * test/memory/memory-return.test.ts, which runs it as a script:
@@ -49,14 +49,24 @@ export function cyclesUnavailable(): string | null {
   return null
 }
 
-/** Full GCs, a short settle for background frees, and RssAnon. */
+/**
+ * RssAnon once it has settled: full GCs, then readings 20 ms apart (each after another GC)
+ * until two in a row differ by less than 1 MiB, at most 25 of them (half a second). V8 frees
+ * ArrayBuffer backing stores on a background thread after the GC, late on a loaded machine.
+ */
 async function settledRssAnon(): Promise<number> {
   const gc = (globalThis as unknown as { gc: () => void }).gc
   gc()
   gc()
-  await sleep(20)
-  gc()
-  return rssAnon()!
+  let last = rssAnon()!
+  for (let k = 0; k < 25; k++) {
+    await sleep(20)
+    gc()
+    const now = rssAnon()!
+    if (Math.abs(now - last) < MiB) return now
+    last = now
+  }
+  return last
 }
 
 /** One cycle's figures (bytes and ms). */

@@ -15,6 +15,8 @@
  *   The XOR stays inside the aligned 64-byte block, so the address stays in bounds and in
  *   the same page.
  * - stream: the read loop over an emulator-like address list (see {@link streamAddresses}).
+ * - rmwIndep: the read-modify-write without the chain (an extra loop, not one of the issue's
+ *   four): throughput-bound where rmw is latency-bound.
  *
  * Implementations: a DataView and a Uint32Array over one plain ArrayBuffer; sksm through its
  * method API (readU32 / writeU32); the translate-once calls (addU32 / updateU32, read-modify-write
@@ -218,6 +220,88 @@ export function rmwDirect(s: FastSpace, addrs: Uint32Array, start: number, n: nu
     words[w] = v
   }
   return v
+}
+
+// ---------------------------------------------------------- independent read-modify-write
+
+// The same update at addresses that do not depend on earlier values: the CPU overlaps the
+// misses, so per-access instruction overhead shows instead of memory latency. Returns the
+// XOR of the stored values.
+
+export function rmwIndepDataView(dv: DataView, addrs: Uint32Array, start: number, n: number): number {
+  const m = addrs.length - 1
+  let x = 0
+  for (let i = 0; i < n; i++) {
+    const a = addrs[(start + i) & m]!
+    const v = (dv.getUint32(a, true) + DELTA) >>> 0
+    dv.setUint32(a, v, true)
+    x ^= v
+  }
+  return x
+}
+
+export function rmwIndepUint32Array(u32: Uint32Array, addrs: Uint32Array, start: number, n: number): number {
+  const m = addrs.length - 1
+  let x = 0
+  for (let i = 0; i < n; i++) {
+    const w = addrs[(start + i) & m]! >>> 2
+    const v = (u32[w]! + DELTA) >>> 0
+    u32[w] = v
+    x ^= v
+  }
+  return x
+}
+
+export function rmwIndepMethod(s: MethodSpace, addrs: Uint32Array, start: number, n: number): number {
+  const m = addrs.length - 1
+  let x = 0
+  for (let i = 0; i < n; i++) {
+    const a = addrs[(start + i) & m]!
+    const v = (s.readU32(a) + DELTA) >>> 0
+    s.writeU32(a, v)
+    x ^= v
+  }
+  return x
+}
+
+export function rmwIndepAddU32(s: FastSpace, addrs: Uint32Array, start: number, n: number): number {
+  const m = addrs.length - 1
+  let x = 0
+  for (let i = 0; i < n; i++) x ^= s.addU32(addrs[(start + i) & m]!, DELTA)
+  return x
+}
+
+export function rmwIndepUpdateU32(s: FastSpace, addrs: Uint32Array, start: number, n: number): number {
+  const m = addrs.length - 1
+  let x = 0
+  for (let i = 0; i < n; i++) x ^= s.updateU32(addrs[(start + i) & m]!, addDelta)
+  return x
+}
+
+export function rmwIndepDirect(s: FastSpace, addrs: Uint32Array, start: number, n: number): number {
+  const m = addrs.length - 1
+  const shift = 31 - Math.clz32(s.pageSize)
+  const offMask = s.pageSize - 1
+  let words = s.memory.words
+  let epoch = s.tlbEpoch
+  let tlbPage = -1
+  let tlbBase = 0
+  let x = 0
+  for (let i = 0; i < n; i++) {
+    const a = addrs[(start + i) & m]!
+    const page = a >>> shift
+    if (s.tlbEpoch !== epoch || page !== tlbPage) {
+      tlbBase = s.translate(a, true)
+      words = s.memory.words
+      epoch = s.tlbEpoch
+      tlbPage = page
+    }
+    const w = (tlbBase + (a & offMask)) >>> 2
+    const v = (words[w]! + DELTA) >>> 0
+    words[w] = v
+    x ^= v
+  }
+  return x
 }
 
 // --------------------------------------------------------------------------- address lists

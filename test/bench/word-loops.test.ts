@@ -137,6 +137,15 @@ describe("bench/word-loops", () => {
     }
   })
 
+  it("independent read-modify-write: same values and same memory through all six", () => {
+    const r = runAll(contents, addrs, { dv: L.rmwIndepDataView, u32: L.rmwIndepUint32Array, method: L.rmwIndepMethod, fast: [L.rmwIndepAddU32, L.rmwIndepUpdateU32, L.rmwIndepDirect] })
+    expect(r).toHaveLength(6)
+    for (const x of r) {
+      expect(x.result).toBe(r[0]!.result)
+      expect(x.words).toEqual(r[0]!.words)
+    }
+  })
+
   it("the direct loops re-translate on a new page or epoch only", () => {
     const s = new StubSpace(contents)
     const page0 = Uint32Array.from({ length: 1024 }, (_, i) => i * 4) // every word of page 0
