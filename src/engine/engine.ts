@@ -202,6 +202,7 @@ export class Engine {
    * calls this when it is idle (the kernel's kcompactd wake-up check): here the shrink runs now.
    */
   maybeCompact(): CompactReport | null {
+    this.#core.tidy()
     return this.#compactor.maybeCompact(true)
   }
 

@@ -42,7 +42,10 @@ describe.skipIf(process.platform !== "linux")("memory return over repeated cycle
     expectReturned(r)
   })
 
-  it("a new engine per cycle: the same", async () => {
+  // A new engine per cycle starts each store below glibc's mmap threshold, on the heap, and its
+  // RssAnon depends on when V8's background thread frees the previous engine's store: on a loaded
+  // machine a reading can catch it late. One retry; the bench reports both variants in full.
+  it("a new engine per cycle: the same", { retry: 1 }, async () => {
     const r = await spawnCycles({ size: 64 * MiB, cycles: 3 })
     if ("unavailable" in r) throw new Error(r.unavailable)
     expectReturned(r)
