@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest"
 import type { AddressSpace } from "../helpers/internals.ts"
 import { Engine, type EngineOptions } from "../helpers/internals.ts"
 import { checkCounters } from "../helpers/recount.ts"
-import { mapsDuplicates } from "../policy/helpers.ts"
+import { mapsDuplicates } from "../helpers/scanner.ts"
 
 const PS = 4096
 

@@ -12,7 +12,7 @@ import { InvalidArgument, ScannerDetached } from "../../src/errors.ts"
 import { type AdvisorContext, newAdvisorContext, scanTimeAdvisor } from "../../src/policy/advisor.ts"
 import type { ScanClock } from "../../src/policy/options.ts"
 import { checkCounters } from "../helpers/recount.ts"
-import { allBytes, checkScanCounters, filled, fullScans, mapsDuplicates, POLICIES, PS } from "./helpers.ts"
+import { allBytes, checkScanCounters, filled, fullScans, mapsDuplicates, POLICIES, PS } from "../helpers/scanner.ts"
 
 describe("tunables: kernel defaults and validation", () => {
   it("defaults are the kernel's", () => {

@@ -7,7 +7,7 @@ import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { Engine, type EngineOptions } from "../helpers/internals.ts"
 import { checkCounters } from "../helpers/recount.ts"
-import { allBytes, checkScanCounters, filled, fullScans, mapsDuplicates, POLICIES, PS } from "./helpers.ts"
+import { allBytes, checkScanCounters, filled, fullScans, mapsDuplicates, POLICIES, PS } from "../helpers/scanner.ts"
 
 /** ksm_tests.c's assert_ksm_pages_count(N) rule for N identical pages and max_page_sharing M. */
 function expectedCounts(n: number, m: number): { shared: number; sharing: number } {
