@@ -49,5 +49,19 @@ export class ScannerDetached extends SksmError {
   readonly _tag = "ScannerDetached" as const
 }
 
+/**
+ * Run an allocation of the runtime's memory (typed arrays, slabs): the runtime's refusal (a
+ * RangeError) becomes OutOfMemory saying what could not be allocated. The one way sksm turns a
+ * refused allocation into its error; `maxMemoryBytes` is checked before allocating, by the pool.
+ */
+export function allocating<T>(what: string, allocate: () => T): T {
+  try {
+    return allocate()
+  } catch (cause) {
+    if (cause instanceof RangeError) throw new OutOfMemory(`the runtime refused ${what}: ${cause.message}`, { cause })
+    throw cause
+  }
+}
+
 /** Union of every error the plain API throws on purpose. */
 export type SksmErrorType = OutOfBounds | InvalidArgument | SpaceDisposed | OutOfMemory | PinnedPage | Busy | ScannerDetached

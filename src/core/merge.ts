@@ -441,7 +441,7 @@ export class MergeCore implements SharingObserver {
   findCandidate(f: number, key: number): number {
     this.#hintFrame = f
     this.#hintKey = key
-    if (!this.#crowded.has(key)) {
+    if (this.#crowded.size === 0 || !this.#crowded.has(key)) {
       const e = this.#find(f, key)
       if (e >= 0) return e
       if (e === NO_CANDIDATE) {
@@ -500,7 +500,7 @@ export class MergeCore implements SharingObserver {
     // Right after findCandidate on this frame and key (the usual case): where that lookup ended.
     let place = f === this.#hintFrame && key === this.#hintKey ? this.#hintPlace : -2
     if (place === -2) {
-      if (this.#crowded.has(key)) return secondKey(this.checksumOf(f), key)
+      if (this.#crowded.size !== 0 && this.#crowded.has(key)) return secondKey(this.checksumOf(f), key)
       const table = this.table
       let equal = 0
       let visited = 0

@@ -7,7 +7,7 @@
  * up to four entries on average, so the table costs about 15 bytes per entry. Entries of
  * identical content (max_page_sharing dups) simply sit in the same chain.
  */
-import { OutOfMemory } from "../errors.ts"
+import { allocating } from "../errors.ts"
 
 const NONE = -1
 /** `next` of an entry linked into no bucket (secure mode's stand-ins for crowded pages). */
@@ -73,16 +73,13 @@ export class MergeTable {
     if (n <= 0) return
     if (this.failpoint !== null) this.failpoint("table")
     const want = this.#count + n
-    try {
+    allocating(`a merge table of ${want} entries`, () => {
       if (want > this.#capacity) this.#grow(Math.max(want, this.#capacity * 2, 64))
       // Keep the average chain at or below 4: buckets >= entries / 4.
       let buckets = this.#mask + 1
       while (buckets * 4 < want) buckets *= 2
       if (buckets !== this.#mask + 1) this.#rehash(buckets)
-    } catch (cause) {
-      if (cause instanceof RangeError) throw new OutOfMemory(`merge table cannot grow to ${want} entries: ${cause.message}`)
-      throw cause
-    }
+    })
   }
 
   /** Insert `frame` under `key` with `mappers` mappers; returns the entry. Call reserve first. */
@@ -194,16 +191,8 @@ export class MergeTable {
       if (h !== NONE) this.#buckets[b] = renumber[h]!
     }
     this.#freeHead = NONE
-    for (let e = cap - 1; e >= live; e--) {
-      next[e] = this.#freeHead
-      this.#freeHead = e
-    }
-    this.frame = frame
-    this.key = key
-    this.next = next
-    this.#mappers = mappers
+    this.#install(frame, key, next, mappers, live, cap)
     this.#overflow = overflow
-    this.#capacity = cap
     // Buckets shrink too, to an average chain of at most 8 (a chain step is one integer compare).
     let buckets = this.#mask + 1
     while (buckets > 16 && (buckets / 2) * 8 >= live) buckets /= 2
@@ -249,8 +238,12 @@ export class MergeTable {
     key.set(this.key)
     next.set(this.next)
     mappers.set(this.#mappers)
-    // New slots go on the free list, lowest first.
-    for (let e = cap - 1; e >= this.#capacity; e--) {
+    this.#install(frame, key, next, mappers, this.#capacity, cap)
+  }
+
+  /** Adopt new entry arrays of `cap` slots; slots from `firstFree` up go on the free list, lowest first. */
+  #install(frame: Int32Array, key: Uint32Array, next: Int32Array, mappers: Uint16Array, firstFree: number, cap: number): void {
+    for (let e = cap - 1; e >= firstFree; e--) {
       next[e] = this.#freeHead
       this.#freeHead = e
     }

@@ -6,7 +6,7 @@
  * Frame 0 is the engine's zero frame (ZERO_PAGE): never written, never freed,
  * never moved. Every unpopulated page and every merge-placed zero page maps it.
  */
-import { Busy, InvalidArgument, OutOfMemory } from "../errors.ts"
+import { allocating, Busy, InvalidArgument, OutOfMemory } from "../errors.ts"
 import { show } from "../validate.ts"
 import { type FrameBacking, heapBacking } from "./backing.ts"
 import { makeRandom, type RandomU32 } from "./random.ts"
@@ -328,12 +328,7 @@ export class FramePool {
       reserved += bytes
       plan += bytes / this.pageSize
     }
-    let buffers: Uint8Array[]
-    try {
-      buffers = sizes.map((b) => this.backing.allocate(b))
-    } catch (cause) {
-      throw new OutOfMemory(`the runtime refused ${sizes.length} slab(s): ${show(cause)}`)
-    }
+    const buffers = allocating(`${sizes.length} slab(s)`, () => sizes.map((b) => this.backing.allocate(b)))
     // Refill slots that compaction released first, so frame ids stay dense.
     const newSlots: number[] = []
     for (let s = 1; s < this.slabs.length && newSlots.length < buffers.length; s++) if (this.slabs[s] === null) newSlots.push(s)

@@ -251,17 +251,37 @@ export function pagemapScan(space: PagemapTarget, argsIn: PagemapScanArgs): Page
   // end is rounded up to a page (ALIGN(end, PAGE_SIZE)); size is page-aligned, so still in range.
   const p0 = start / ps
   const p1 = Math.ceil(rawEnd / ps)
-  const end = p1 * ps
-  const pflags = space.pflags
-  const pte = space.pte
-
   if (checkWp) {
     for (let pi = p0; pi < p1; pi++) {
-      if ((pflags[pi]! & PAGE_UFFD_REG) === 0) {
+      if ((space.pflags[pi]! & PAGE_UFFD_REG) === 0) {
         throw new InvalidArgument(`checkWpAsync: page at ${pi * ps} is not registered for async write-protect (EPERM); call writeProtect on it first`)
       }
     }
   }
+  return pagemapWalk(space, p0, p1, inverted, mask, anyof, ret, maxPages, maxRegions, wp)
+}
+
+/**
+ * The walk of {@link pagemapScan} over pages [p0, p1), arguments already validated (masks of
+ * known bits, `maxPages`/`maxRegions` Infinity for unlimited). The scanner's tracked policy
+ * calls it directly: validation is for callers, not for the library's own fixed arguments.
+ */
+export function pagemapWalk(
+  space: PagemapTarget,
+  p0: number,
+  p1: number,
+  inverted: number,
+  mask: number,
+  anyof: number,
+  ret: number,
+  maxPages: number,
+  maxRegions: number,
+  wp: boolean,
+): PagemapScanResult {
+  const ps = space.pageSize
+  const end = p1 * ps
+  const pflags = space.pflags
+  const pte = space.pte
 
   const regions: PageRegion[] = []
   const output = maxRegions > 0

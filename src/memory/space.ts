@@ -7,7 +7,7 @@
  * This is the memory layer: it knows frames, page tables, copy-on-write, pins and
  * write tracking, and nothing about merging beyond the PAGE_MERGED bit it must honour.
  */
-import { InvalidArgument, OutOfBounds, OutOfMemory, PinnedPage, SpaceDisposed } from "../errors.ts"
+import { allocating, InvalidArgument, OutOfBounds, PinnedPage, SpaceDisposed } from "../errors.ts"
 import { checkAlignedRange, checkBool, checkBytes, checkInt, checkIntIn, checkRange, readOptions, show } from "../validate.ts"
 import { FRAME_KSM, FRAME_PINNED, type FramePool, ZERO_FRAME } from "./frames.ts"
 import {
@@ -221,14 +221,7 @@ export class PagedSpace {
 
   /** Write a little-endian u16: the low 16 bits of `value`, a safe integer. */
   writeU16(addr: number, value: number): void {
-    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.#lastU16)) this.#badAddr(addr, 2)
-    if (typeof value !== "number" || ((value | 0) !== value && !Number.isSafeInteger(value))) this.#badValue(value)
-    const off = addr & this.#mask
-    if (off > this.#mask - 1) return this.#writeStraddle(addr, value, 2)
-    const pi = (addr - off) / this.pageSize
-    if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
-    const f = this.pte[pi]!
-    this.pool.views[f >>> this.#slabShift]!.setUint16(((f & this.#slabMask) << this.#shift) + off, value, true)
+    this.#writeWord(addr, value, 2, this.#lastU16)
   }
 
   /**
@@ -251,14 +244,22 @@ export class PagedSpace {
   }
 
   #writeU32Slow(addr: number, value: number): void {
-    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.#lastU32)) this.#badAddr(addr, 4)
+    this.#writeWord(addr, value, 4, this.#lastU32)
+  }
+
+  /** The checked word store behind writeU16 and writeU32's slow path: validate, straddle or fault, store. */
+  #writeWord(addr: number, value: number, width: 2 | 4, last: number): void {
+    if (!(Number.isInteger(addr) && addr >= 0 && addr <= last)) this.#badAddr(addr, width)
     if (typeof value !== "number" || ((value | 0) !== value && !Number.isSafeInteger(value))) this.#badValue(value)
     const off = addr & this.#mask
-    if (off > this.#mask - 3) return this.#writeStraddle(addr, value, 4)
+    if (off > this.#mask - (width - 1)) return this.#writeStraddle(addr, value, width)
     const pi = (addr - off) / this.pageSize
     if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
     const f = this.pte[pi]!
-    this.#views[f >>> this.#slabShift]!.setUint32(((f & this.#slabMask) << this.#shift) + off, value, true)
+    const view = this.#views[f >>> this.#slabShift]!
+    const o = ((f & this.#slabMask) << this.#shift) + off
+    if (width === 2) view.setUint16(o, value, true)
+    else view.setUint32(o, value, true)
   }
 
   #readU32Straddle(addr: number): number {
@@ -291,13 +292,8 @@ export class PagedSpace {
   read(addr: number, length: number): Uint8Array {
     this.#live()
     checkRange(addr, length, this.size)
-    let out: Uint8Array
-    try {
-      out = new Uint8Array(length)
-    } catch (cause) {
-      // V8 caps one typed array (2^32 bytes in Node 20 on 64-bit hosts); say so in a typed error.
-      throw new OutOfMemory(`read(${addr}, ${length}): the runtime refused a Uint8Array of ${length} bytes (${cause instanceof Error ? cause.message : "RangeError"}); read in chunks with readInto`)
-    }
+    // V8 caps one typed array (2^32 bytes in Node 20 on 64-bit hosts): past it, read in chunks with readInto.
+    const out = allocating(`a Uint8Array of ${length} bytes for read(${addr}, ${length}) (read in chunks with readInto)`, () => new Uint8Array(length))
     this.#copyOut(addr, out)
     return out
   }

@@ -256,7 +256,7 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
       slot.sum = new Uint32Array(n)
       slot.meta = new Uint8Array(n * 4)
     } catch (err) {
-      if (!(err instanceof RangeError) && !(err instanceof OutOfMemory)) throw err
+      if (!(err instanceof RangeError || err instanceof OutOfMemory)) throw err
       slot.sum = null
       slot.meta = null
       return null

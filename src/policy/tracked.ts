@@ -28,7 +28,7 @@ import { Outcome } from "../core/merge.ts"
 import { OutOfMemory } from "../errors.ts"
 import { ZERO_FRAME } from "../memory/frames.ts"
 import { PAGE_KSM_ZERO, PAGE_MERGEABLE, PAGE_MERGED, PAGE_PINNED, PAGE_UFFD_WP } from "../memory/flags.ts"
-import { PageCategory } from "../memory/pagemap.ts"
+import { PageCategory, pagemapWalk } from "../memory/pagemap.ts"
 import type { PagedSpace } from "../memory/space.ts"
 import type { OptionSpecs } from "./options.ts"
 import { type PolicyParams, type ScanHost, ScannerBase, Slot } from "./scanner.ts"
@@ -205,7 +205,8 @@ export class TrackedScanner extends ScannerBase<TrackedSlot, typeof TRACKED_OPTI
       const end = pi * ps
       let start = runStart * ps
       while (start < end) {
-        const res = space.pagemapScan({ start, end, categoryMask: WRITTEN, returnMask: WRITTEN, wpMatching: true })
+        // PAGEMAP_SCAN { categoryMask: WRITTEN, returnMask: WRITTEN, wpMatching: true } over [start, end).
+        const res = pagemapWalk(space, start / ps, end / ps, 0, WRITTEN, 0, WRITTEN, Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY, true)
         for (const reg of res.regions) {
           for (let q = reg.start / ps; q < reg.end / ps; q++) st[q] = st[q]! | WRITTEN_NOW
         }
@@ -386,7 +387,7 @@ export class TrackedScanner extends ScannerBase<TrackedSlot, typeof TRACKED_OPTI
       slot.clean = new Uint16Array(nr)
       slot.unsh = new Uint16Array(nr)
     } catch (err) {
-      if (!(err instanceof RangeError) && !(err instanceof OutOfMemory)) throw err
+      if (!(err instanceof RangeError || err instanceof OutOfMemory)) throw err
       this.clearSlot(slot)
       return null
     }

@@ -10,7 +10,7 @@
  * page still carries the policy's "in the index this pass" mark, which the policy checks on
  * every hit. A space id that no longer resolves (disposed space) makes its entries dead too.
  */
-import { OutOfMemory } from "../errors.ts"
+import { allocating } from "../errors.ts"
 
 const NONE = -1
 
@@ -85,15 +85,7 @@ export class UnstableIndex {
   #grow(): void {
     if (this.failpoint !== null) this.failpoint("index")
     const cap = Math.max(64, this.key.length * 2)
-    let key: Uint32Array, space: Int32Array, page: Int32Array, next: Int32Array
-    try {
-      key = new Uint32Array(cap)
-      space = new Int32Array(cap)
-      page = new Int32Array(cap)
-      next = new Int32Array(cap)
-    } catch (cause) {
-      throw new OutOfMemory(`unstable index cannot grow to ${cap} entries: ${String(cause)}`)
-    }
+    const [key, space, page, next] = allocating(`an unstable index of ${cap} entries`, () => [new Uint32Array(cap), new Int32Array(cap), new Int32Array(cap), new Int32Array(cap)] as const)
     key.set(this.key)
     space.set(this.space)
     page.set(this.page)

@@ -6,7 +6,7 @@
  * implemented by the engine, so this layer never imports the engine.
  */
 import type { MergeCore, MergeReport } from "../core/merge.ts"
-import { InvalidArgument, OutOfMemory } from "../errors.ts"
+import { allocating, InvalidArgument } from "../errors.ts"
 import { FRAME_SHARED, type FramePool, ZERO_FRAME } from "../memory/frames.ts"
 import { PAGE_MERGEABLE, PAGE_MERGED } from "../memory/flags.ts"
 import { PagedSpace, type ResolvedSpaceOptions } from "../memory/space.ts"
@@ -43,11 +43,7 @@ export function newSpace(host: SpaceHost, options: ResolvedSpaceOptions): Mergea
 function construct(host: SpaceHost, options: ResolvedSpaceOptions): MergeableSpace {
   constructing = true
   try {
-    return new MergeableSpace(host, options)
-  } catch (cause) {
-    // A page table the runtime refuses is OutOfMemory; anything else is a bug, rethrown.
-    if (cause instanceof RangeError) throw new OutOfMemory(`allocation failed: ${cause.message}`)
-    throw cause
+    return allocating(`the page table of a ${options.size}-byte space`, () => new MergeableSpace(host, options))
   } finally {
     constructing = false
   }
