@@ -40,8 +40,7 @@ function shape(engine: Engine): Shape {
   const fps = pool.framesPerSlab
   const used: number[] = []
   let free = 0
-  for (let s = 0; s < pool.slabs.length; s++) {
-    if (pool.slabs[s] === null || pool.slabs[s] === undefined) continue
+  for (let s = 0; s < pool.slabCount; s++) {
     const u = pool.slabUsed[s]!
     if (u === 0) continue
     used.push(s === 0 ? Number.MAX_SAFE_INTEGER : u) // slab 0 (zero frame) never moves

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
-// The `sksm` command: run the TypeScript sources through tsx (no build step).
+// `sksm` from the TypeScript sources, through tsx (a dev dependency): for a clone of the
+// repository, without a build (`node bin/sksm.mjs --help`). The published package's `sksm` is the
+// built dist/cli/main.js; this file is not shipped.
 import { register } from "tsx/esm/api"
 
 register()

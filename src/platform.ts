@@ -86,3 +86,11 @@ export function portableCompare(a: Uint8Array, ao: number, b: Uint8Array, bo: nu
   }
   return 0
 }
+
+/**
+ * Detach `buffer`: its memory moves to a new ArrayBuffer (a transfer, no copy) and every view of
+ * `buffer` becomes unusable (reads give undefined, writes are dropped). Returns the new owner.
+ */
+export function detach(buffer: ArrayBuffer): ArrayBuffer {
+  return structuredClone(buffer, { transfer: [buffer] })
+}

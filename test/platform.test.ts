@@ -1,11 +1,12 @@
 /**
  * The platform seam (src/platform.ts): the portable memcmp agrees with Node's native one on
  * random buffers (unaligned offsets and views included, the sign of the first differing byte
- * too), compareBytes is that comparison, and the clock, defer and timer services behave.
+ * too), compareBytes is that comparison, the clock, defer and timer services behave, and detach
+ * transfers a buffer leaving its views unusable.
  */
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { compareBytes, cpuMicros, defer, measuresCpu, nowMillis, portableCompare, timer } from "../src/platform.ts"
+import { compareBytes, cpuMicros, defer, detach, measuresCpu, nowMillis, portableCompare, timer } from "../src/platform.ts"
 
 /** Node's memcmp on the two ranges (-1, 0 or 1). */
 function nodeCompare(a: Uint8Array, ao: number, b: Uint8Array, bo: number, n: number): number {
@@ -100,5 +101,19 @@ describe("clocks and scheduling", () => {
     await new Promise((r) => setTimeout(r, 60))
     huge()
     expect(fired.sort()).toEqual(["10ms", "negative"])
+  })
+})
+
+describe("detach", () => {
+  it("moves a buffer's memory to a new owner without copying; every view of the old one becomes unusable", () => {
+    const old = new ArrayBuffer(16)
+    const view = new Uint8Array(old)
+    view[3] = 7
+    const owner = detach(old)
+    expect(owner).not.toBe(old)
+    expect(new Uint8Array(owner)[3]).toBe(7)
+    expect([old.byteLength, view.byteLength, view[3]]).toEqual([0, 0, undefined])
+    view[3] = 9 // dropped
+    expect(new Uint8Array(owner)[3]).toBe(7)
   })
 })

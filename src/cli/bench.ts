@@ -8,16 +8,27 @@ import { existsSync } from "node:fs"
 import { createRequire } from "node:module"
 import { fileURLToPath } from "node:url"
 import { parse } from "./args.ts"
-import { CliError } from "./errors.ts"
+import { CliError, missingDependency } from "./errors.ts"
 
 const COMMAND = "bench"
+
+/** Resolve `specifier` from `from` (a path or file URL), or fail in one line naming the dev dependency. */
+function resolveFrom(from: string, specifier: string, dependency: string): string {
+  try {
+    return createRequire(from).resolve(specifier)
+  } catch {
+    throw missingDependency(COMMAND, dependency)
+  }
+}
 
 /** Run `sksm bench`; resolves to the benchmark's exit code. */
 export async function bench(args: readonly string[]): Promise<number> {
   const { values, positionals } = parse(COMMAND, args, { quick: { type: "boolean" }, out: { type: "string" }, write: { type: "boolean" } }, true)
   const runTs = fileURLToPath(new URL("../../bench/run.ts", import.meta.url))
   if (!existsSync(runTs)) throw new CliError(`sksm bench needs the benchmarks of a clone of the repository (${runTs} not found)`)
-  const tsxCli = createRequire(import.meta.url).resolve("tsx/cli")
+  // The benchmarks are TypeScript run through tsx and use tinybench: both dev dependencies.
+  const tsxCli = resolveFrom(import.meta.url, "tsx/cli", "tsx")
+  resolveFrom(runTs, "tinybench", "tinybench")
   const pass = [...(values.quick === true ? ["--quick"] : []), ...(values.out !== undefined ? ["--out", values.out] : []), ...(values.write === false ? ["--no-write"] : []), ...positionals]
   const child = spawn(process.execPath, [tsxCli, runTs, ...pass], { stdio: "inherit" })
   const forward = (sig: NodeJS.Signals) => child.kill(sig)

@@ -21,6 +21,19 @@ export function usageError(message: string, command?: string): CliError {
   return new CliError(`${message} (see ${help})`, 2)
 }
 
+/** The one-line error for a command whose dev dependency is not installed. */
+export function missingDependency(command: string, dependency: string): CliError {
+  return new CliError(`sksm ${command} needs the dev dependency ${dependency}: npm install ${dependency}`)
+}
+
+/** True if `e` is Node's "cannot find package NAME" (ERR_MODULE_NOT_FOUND / MODULE_NOT_FOUND). */
+export function isMissingPackage(e: unknown, name: string): boolean {
+  const err = e as { code?: unknown; message?: unknown } | null
+  const code = err?.code
+  const message = typeof err?.message === "string" ? err.message : ""
+  return (code === "ERR_MODULE_NOT_FOUND" || code === "MODULE_NOT_FOUND") && (message.includes(`'${name}'`) || message.includes(`"${name}"`) || message.includes(`'${name}/`))
+}
+
 /** Turn a node:fs error about `what` into a one-line CliError. */
 export function fsError(cause: unknown, what: string): CliError {
   const code = (cause as { code?: string } | null)?.code

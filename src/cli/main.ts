@@ -1,10 +1,13 @@
+#!/usr/bin/env node
 /**
- * The `sksm` command line: dispatch to a command, and turn every failure into one line on
- * stderr with a non-zero exit (1 for failures, 2 for bad usage). Commands are imported lazily
- * so `sksm estimate` never loads the interpreter the demo needs.
+ * The `sksm` command line (the package's `bin`, built to dist/cli/main.js): dispatch to a
+ * command, and turn every failure into one line on stderr with a non-zero exit (1 for failures,
+ * 2 for bad usage). Commands are imported lazily so `sksm estimate` never loads the interpreter
+ * the demo needs, and `sksm --version` loads nothing but this file, errors.ts and help.ts.
  */
-import { readFileSync } from "node:fs"
-import { CliError, usageError } from "./errors.ts"
+import { readFileSync, realpathSync } from "node:fs"
+import { fileURLToPath } from "node:url"
+import { CliError, isMissingPackage, missingDependency, usageError } from "./errors.ts"
 import { HELP, MAIN_HELP } from "./help.ts"
 
 const COMMANDS = ["demo", "estimate", "bench", "help"] as const
@@ -36,7 +39,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   switch (first) {
     case "demo":
-      await (await import("./demo.ts")).demo(rest)
+      await (await needs("demo", "quickjs-emscripten", () => import("./demo.ts"))).demo(rest)
       return 0
     case "estimate":
       await (await import("./estimate.ts")).estimate(rest)
@@ -45,6 +48,19 @@ export async function main(argv: readonly string[]): Promise<number> {
       return (await import("./bench.ts")).bench(rest)
   }
   return 0
+}
+
+/**
+ * Load a command's module; if a package it imports is not installed (the demo's interpreter is a
+ * dev dependency, not installed with the package), say so in one line.
+ */
+async function needs<T>(command: string, dependency: string, load: () => Promise<T>): Promise<T> {
+  try {
+    return await load()
+  } catch (e) {
+    if (isMissingPackage(e, dependency)) throw missingDependency(command, dependency)
+    throw e
+  }
 }
 
 function version(): string {
@@ -70,14 +86,22 @@ export function report(error: unknown): number {
   return 1
 }
 
-/** True when this module is the program (tsx src/cli/main.ts), not an import. */
+/**
+ * True when this module is the program, not an import: `sksm` (node_modules/.bin/sksm, a
+ * symlink to dist/cli/main.js), `node dist/cli/main.js`, or `tsx src/cli/main.ts`.
+ */
 function isEntry(): boolean {
   const arg = process.argv[1]
   if (arg === undefined) return false
-  return new URL(import.meta.url).pathname === arg || arg.endsWith("/src/cli/main.ts") || arg.endsWith("/src/cli/main")
+  try {
+    if (realpathSync(arg) === realpathSync(fileURLToPath(import.meta.url))) return true
+  } catch {
+    // not a file: fall through
+  }
+  return arg.endsWith("/src/cli/main.ts") || arg.endsWith("/src/cli/main")
 }
 
-/** Entry used by bin/sksm.mjs and `tsx src/cli/main.ts`. */
+/** Entry used by the built bin, bin/sksm.mjs (sources through tsx) and `tsx src/cli/main.ts`. */
 export async function run(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
   // `sksm estimate ... | head` closes stdout early: that is not an error.
   process.stdout.on("error", (e: NodeJS.ErrnoException) => {

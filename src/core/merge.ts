@@ -228,7 +228,7 @@ export class MergeCore implements SharingObserver {
     this.#wordsPerPage = pool.pageSize >>> 2
     this.key = options.checksum !== undefined ? guarded(pool, fromBytesChecksum(options.checksum)) : makeSampledKey(this.#wordsPerPage, material)
     this.checksum = makeFullChecksum(material)
-    this.zeroKey = this.key(pool.words[0]!, 0, this.#wordsPerPage)
+    this.zeroKey = this.key(pool.words, 0, this.#wordsPerPage)
     pool.observer = this
   }
 
@@ -260,14 +260,12 @@ export class MergeCore implements SharingObserver {
 
   /** Unsalted key of frame `f`. */
   keyOf(f: number): number {
-    const pool = this.pool
-    return this.key(pool.words[f >>> pool.slabShift]!, (f & pool.slabMask) * this.#wordsPerPage, this.#wordsPerPage)
+    return this.key(this.pool.words, f * this.#wordsPerPage, this.#wordsPerPage)
   }
 
   /** Full checksum of frame `f`. */
   checksumOf(f: number): number {
-    const pool = this.pool
-    return this.checksum(pool.words[f >>> pool.slabShift]!, (f & pool.slabMask) * this.#wordsPerPage, this.#wordsPerPage)
+    return this.checksum(this.pool.words, f * this.#wordsPerPage, this.#wordsPerPage)
   }
 
   // ---------------------------------------------------------------- merge (MADV_MERGE)
@@ -279,6 +277,8 @@ export class MergeCore implements SharingObserver {
   merge(space: PagedSpace, p0: number, p1: number): MergeReport {
     const report: MergeReport = { scanned: 0, merged: 0, zeroMapped: 0, inserted: 0, alreadyMerged: 0, skipped: { unpopulated: 0, pinned: 0, crowded: 0, notIdle: 0 } }
     this.prepareMerge(space, p0, p1)
+    // Merging write-protects pages: no write translation handed out may survive it.
+    this.pool.revokeWrites()
     this.mergeCalls++
     const salt = this.saltOf(space.domain)
     for (let pi = p0; pi < p1; pi++) {
@@ -352,7 +352,7 @@ export class MergeCore implements SharingObserver {
     }
     // Zero test before the key: an all-zero page then costs one streaming memcmp and no key
     // (bench/merge: all-zero merge 2-3x faster); any other page almost always fails on its first word.
-    if (this.useZeroPages && pool.words[f >>> pool.slabShift]![(f & pool.slabMask) * this.#wordsPerPage] === 0 && pool.isZero(f)) {
+    if (this.useZeroPages && pool.words[f * this.#wordsPerPage] === 0 && pool.isZero(f)) {
       this.mapZero(space, pi)
       return Outcome.ZeroMapped
     }
@@ -402,8 +402,8 @@ export class MergeCore implements SharingObserver {
   /** Frame `f` holds one byte value repeated (a "constant page", Windows 1903's cross-domain class). */
   #isConstant(f: number): boolean {
     const pool = this.pool
-    const w = pool.words[f >>> pool.slabShift]!
-    const o = (f & pool.slabMask) * this.#wordsPerPage
+    const w = pool.words
+    const o = f * this.#wordsPerPage
     const v = w[o]!
     if (v !== Math.imul(v & 0xff, 0x01010101) >>> 0) return false
     const end = o + this.#wordsPerPage
@@ -422,6 +422,7 @@ export class MergeCore implements SharingObserver {
     pool.copy(f, nf)
     pool.refcount[nf] = 1
     space.pte[pi] = nf
+    space.invalidate()
     pool.decref(f)
   }
 
@@ -542,7 +543,7 @@ export class MergeCore implements SharingObserver {
    */
   mergeStable(space: PagedSpace, pi: number, f: number, salt: number, pinned: boolean): number {
     const pool = this.pool
-    if (this.useZeroPages && !pinned && pool.words[f >>> pool.slabShift]![(f & pool.slabMask) * this.#wordsPerPage] === 0 && pool.isZero(f)) {
+    if (this.useZeroPages && !pinned && pool.words[f * this.#wordsPerPage] === 0 && pool.isZero(f)) {
       this.mapZero(space, pi)
       return Outcome.ZeroMapped
     }
@@ -582,6 +583,7 @@ export class MergeCore implements SharingObserver {
   mapZero(space: PagedSpace, pi: number): void {
     const f = space.pte[pi]!
     space.pte[pi] = ZERO_FRAME
+    space.invalidate()
     space.pflags[pi] = (space.pflags[pi]! | PAGE_KSM_ZERO) & ~PAGE_WRITABLE
     space.ksmZeroPages++
     this.pool.ksmZeroPages++
@@ -594,6 +596,7 @@ export class MergeCore implements SharingObserver {
     const old = space.pte[pi]!
     const kf = this.table.frame[e]!
     space.pte[pi] = kf
+    space.invalidate()
     pool.refcount[kf]!++
     pool.decref(old)
     this.#join(space, pi, e)
@@ -721,6 +724,7 @@ export class MergeCore implements SharingObserver {
       if (nf !== f) {
         pool.refcount[nf] = 1
         space.pte[pi] = nf
+        space.invalidate()
         pool.decref(f)
       }
       const rest = fl & ~(PAGE_MERGED | PAGE_KSM_ZERO)

@@ -171,7 +171,7 @@ export class Engine {
       bytesInUse: pool.framesInUse * this.pageSize,
       bytesFree: pool.framesFree * this.pageSize,
       bytesTotal: pool.bytesReserved + metadata,
-      slabs: pool.slabs.reduce((n, s) => (s === null ? n : n + 1), 0),
+      slabs: pool.slabCount,
       metadataBytes: metadata,
       spaces: this.#spaces.size,
       compaction: this.#compactor.totals,

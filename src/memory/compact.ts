@@ -69,7 +69,7 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
   if (pool.busy !== 0) pool.assertIdle()
   if (pool.failpoint !== null) pool.failpoint("compact")
   const report = emptyCompactReport()
-  const nSlots = pool.slabs.length
+  const nSlots = pool.slabCount
   const fps = pool.framesPerSlab
   const shift = pool.slabShift
   const used = pool.slabUsed
@@ -77,43 +77,37 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
   const refcount = pool.refcount
 
   // ---- plan (no state change) -----------------------------------------------------------
-  // Empty slabs: released as they are. Non-empty ones other than slab 0 (zero frame) are
-  // candidates, unless they hold a pinned frame (checked only for the would-be victims).
-  const empty: number[] = []
-  const candidates: number[] = []
-  const kept: number[] = [0]
-  let freeInNonEmpty = 0
-  for (let s = 0; s < nSlots; s++) {
-    if (pool.slabs[s] === null) continue
-    const u = used[s]!
-    if (u === 0 && s !== 0) {
-      empty.push(s)
-      continue
-    }
-    freeInNonEmpty += pool.slabFrames[s]! - u
-    if (s !== 0) candidates.push(s)
+  // The store shrinks from the top: keep the fewest low slabs that can hold every frame in use
+  // (and every pinned frame, which never moves). The frames of the slabs above move down.
+  let keep = nSlots
+  let freeBelow = 0
+  for (let s = 0; s < nSlots; s++) freeBelow += pool.slabFrames[s]! - used[s]!
+  let usedAbove = 0
+  for (let s = nSlots - 1; s >= 1; s--) {
+    // Could slabs [0, s) take the frames of slabs [s, nSlots)?
+    const free = freeBelow - (pool.slabFrames[s]! - used[s]!)
+    if (hasPinned(flags, s * fps, pool.slabFrames[s]!) || free < usedAbove + used[s]!) break
+    freeBelow = free
+    usedAbove += used[s]!
+    keep = s
   }
-  // Evacuating the sparsest slabs moves the fewest frames per slab released. A set of victims
-  // fits when their frames (used + free) do not exceed the free frames of all non-empty slabs:
-  // sum(used_v) <= freeAll - sum(free_v).
-  candidates.sort((a, b) => used[a]! - used[b]! || b - a)
+  // A budgeted (automatic) step shrinks only to give back at least a quarter of the store: the
+  // shrink copies every live frame, and growth adds half again, so the two never chase each
+  // other at more than O(1) copies per byte written. An unbounded step takes what it can.
+  if (keep < nSlots && nSlots - keep < Math.max(1, Math.floor(nSlots / 4)) && budget !== Number.POSITIVE_INFINITY) keep = nSlots
   const victims: number[] = []
-  let victimFrames = 0
   let toMove = 0
-  for (const s of candidates) {
-    const frames = pool.slabFrames[s]!
-    if (victimFrames + frames > freeInNonEmpty || hasPinned(flags, s * fps, frames)) {
-      kept.push(s)
-      continue
-    }
-    victimFrames += frames
-    toMove += used[s]!
+  for (let s = nSlots - 1; s >= keep; s--) {
+    if (used[s] === 0) continue
     victims.push(s)
+    toMove += used[s]!
   }
   // This step touches victims in order until the budget is spent.
   let touched = 0
   for (let acc = 0; touched < victims.length && acc < budget; touched++) acc += used[victims[touched]!]!
-  // Destinations: kept slabs, fullest first, so they fill up and stay dense.
+  // Destinations: kept slabs, fullest first (lowest on ties), so they fill up and stay dense.
+  const kept: number[] = []
+  for (let s = 0; s < keep; s++) if (used[s]! < pool.slabFrames[s]!) kept.push(s)
   kept.sort((a, b) => used[b]! - used[a]! || a - b)
 
   let slot: Int32Array
@@ -125,14 +119,10 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
     throw new OutOfMemory(`compaction plan does not fit: ${show(cause)}`)
   }
 
-  // ---- release empty slabs ---------------------------------------------------------------
-  for (const s of empty) {
-    report.bytesReleased += pool.releaseSlab(s)
-    report.slabsReleased++
-  }
-
   // ---- move ------------------------------------------------------------------------------
   // Cannot fail from here on: only typed-array stores, frame copies and free-list pops.
+  // Frames move: no write translation handed out may survive.
+  if (touched > 0) pool.revokeWrites()
   let k = 0 // current destination slab in `kept`
   let moved = 0
   const observer = pool.observer
@@ -170,6 +160,7 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
     for (const space of spaces) {
       const pte = space.pte
       const n = pte.length
+      const before = rewritten
       swept += n
       for (let i = 0; i < n; i++) {
         const f = pte[i]!
@@ -181,17 +172,23 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
           rewritten++
         }
       }
+      if (rewritten !== before) space.invalidate()
     }
     report.pagesRewritten = rewritten
     report.pagesSwept = swept
   }
 
-  // ---- release evacuated victims ---------------------------------------------------------
-  for (let v = 0; v < touched; v++) {
-    const s = victims[v]!
-    if (used[s] !== 0) continue
-    report.bytesReleased += pool.releaseSlab(s)
-    report.slabsReleased++
+  // ---- shrink the store once the slabs above `keep` are empty -------------------------------
+  if (keep < nSlots) {
+    let empty = true
+    for (let s = keep; s < nSlots && empty; s++) empty = used[s] === 0
+    if (empty) {
+      const released = pool.shrink(keep)
+      if (released > 0) {
+        report.bytesReleased += released
+        report.slabsReleased += nSlots - keep
+      }
+    }
   }
 
   report.framesMoved = moved

@@ -1,13 +1,23 @@
 /**
- * Physical memory: frames of `pageSize` bytes carved out of slabs, with per-frame
- * metadata in typed arrays and a free list. This is the `struct page` array and the
- * buddy allocator of sksm, reduced to what a userspace host needs.
+ * Physical memory: frames of `pageSize` bytes in one flat store (one ArrayBuffer per engine),
+ * with per-frame metadata in typed arrays and a free list. This is the `struct page` array and
+ * the buddy allocator of sksm, reduced to what a userspace host needs.
+ *
+ * Frame `f` lives at byte `f << pageShift` of the store: a page-table entry locates its frame
+ * in one step, and a space's word access is one typed-array access over the store. The store
+ * is divided into slabs of `framesPerSlab` frames for placement (frames go to the fullest slab,
+ * lowest first) and grows by reallocation (at least by half, so growth copies O(1) per byte
+ * amortised). Memory goes back by shrinking: compaction moves the live frames of the top slabs
+ * into free frames below, then the store is reallocated smaller ({@link FramePool.shrink}).
+ * Stores of 32 MiB and more are above glibc's largest dynamic mmap threshold, so the old store
+ * is unmapped when the runtime frees it, however many cycles a long-lived host runs.
  *
  * Frame 0 is the engine's zero frame (ZERO_PAGE): never written, never freed,
  * never moved. Every unpopulated page and every merge-placed zero page maps it.
  */
 import { allocating, Busy, InvalidArgument, OutOfMemory } from "../errors.ts"
 import { show } from "../validate.ts"
+import { detach } from "../platform.ts"
 import { type FrameBacking, heapBacking } from "./backing.ts"
 import { makeRandom, type RandomU32 } from "./random.ts"
 
@@ -72,9 +82,20 @@ const EMPTY_I32 = new Int32Array(0)
  */
 const CLASSES = 32
 
+/** Told when the store's buffer changes (growth, shrink, revocation): re-read the views. */
+export interface StoreUser {
+  storeChanged(): void
+}
+
+/** The largest store: one Uint8Array views all of it, and V8 caps a Uint8Array at 2^32 bytes. */
+export const MAX_STORE_BYTES = 2 ** 32
+
+/** Page tables kept for reuse: a fork or createSpace of the same size skips the first-touch faults of fresh memory. */
+const RECYCLE_BYTES = 64 << 20
+
 /**
- * The frame allocator. Hot paths read the public typed arrays directly:
- * `slabs[f >>> slabShift]` holds frame `f` at byte `(f & slabMask) << pageShift`.
+ * The frame allocator over one flat store. Hot paths read the public typed arrays directly:
+ * frame `f` is `bytes[f << pageShift ...]`, `words[f << (pageShift - 2) ...]`.
  */
 export class FramePool {
   readonly pageSize: number
@@ -84,12 +105,14 @@ export class FramePool {
   readonly framesPerSlab: number
   readonly maxMemoryBytes: number
 
-  /** Slab bytes; `null` once released. */
-  slabs: (Uint8Array | null)[] = []
-  /** One DataView per slab, for the word accessors. */
-  views: (DataView | null)[] = []
-  /** One Uint32Array per slab, for checksums. */
-  words: (Uint32Array | null)[] = []
+  /** The store, as bytes. Replaced on growth, shrink and revocation (StoreUser is told). */
+  bytes: Uint8Array = new Uint8Array(0)
+  /** The store, as little-endian words (frame f's first word is f << (pageShift - 2)). */
+  words: Uint32Array = new Uint32Array(0)
+  /** The store, for unaligned and 16-bit access. */
+  view: DataView = new DataView(new ArrayBuffer(0))
+  /** Slabs in the store (slab s holds frames [s * framesPerSlab, ...)). */
+  slabCount = 0
   /** Frames each slab may hand out (the last slab under maxMemoryBytes may be short). */
   slabFrames: number[] = []
   /** Frames in use per slab. */
@@ -102,10 +125,9 @@ export class FramePool {
   /** Merge-table entry of a FRAME_KSM frame (kernel: page->mapping -> stable node). */
   entry: Int32Array = EMPTY_I32
 
-  /** Next free frame in the same slab (an intrusive list per slab), or -1. */
-  /** Per slab: first free frame, or -1. */
+  /** Per slab: first free frame, or -1 (a free frame's `entry` links the slab's free list). */
   #slabFreeHead: Int32Array = EMPTY_I32
-  /** Per slab: placement class it is listed under, or -1 (full or released). */
+  /** Per slab: placement class it is listed under, or -1 (full). */
   #slabClass: Int8Array = new Int8Array(0)
   /** Per slab: neighbours in its class list (doubly linked, so relisting is O(1)). */
   #slabNext: Int32Array = EMPTY_I32
@@ -116,7 +138,6 @@ export class FramePool {
   #classBits = 0
   #freeCount = 0
   #capacity = 0
-  #bytesReserved = 0
   #inUse = 0
   /** Frames returned to the free list since the pool was made (monotonic; the auto-compaction trigger reads it). */
   frees = 0
@@ -124,6 +145,9 @@ export class FramePool {
   ksmZeroPages = 0
   /** Copy-on-write faults that copied a frame, all spaces. */
   cowFaults = 0
+  /** Store reallocations (growth and shrink) since the pool was made, and the bytes they copied. */
+  storeMoves = 0
+  storeBytesCopied = 0
   /** Fault-injection hook for tests: called before every allocation point; throw to fail it. */
   failpoint: ((site: string) => void) | null = null
   observer: SharingObserver | null = null
@@ -133,8 +157,18 @@ export class FramePool {
    * candidate page pays the same copy on its first write.
    */
   reuseSoleKsm = true
-  /** How slab bytes are allocated, compared and copied (the frame-backing seam). */
+  /** How store bytes are allocated, compared and copied (the frame-backing seam). */
   readonly backing: FrameBacking
+  /**
+   * Write translations were handed out (space.translate(addr, true)) since the last
+   * revocation: the next operation that may take a page's writability away, move or free a
+   * frame must revoke them first ({@link revokeWrites}).
+   */
+  lentForWrite = false
+  readonly #users = new Set<StoreUser>()
+  /** Recycled page tables by page count (see takeTables). */
+  readonly #recycled = new Map<number, { pte: Int32Array; pflags: Uint8Array }[]>()
+  #recycledBytes = 0
 
   /** `options` must be validated already ({@link resolveFramePoolOptions}). */
   constructor(options: ResolvedFramePoolOptions, backing: FrameBacking = heapBacking(options.pageSize)) {
@@ -145,7 +179,7 @@ export class FramePool {
     this.framesPerSlab = slabBytes / pageSize
     this.slabShift = Math.log2(this.framesPerSlab)
     this.slabMask = this.framesPerSlab - 1
-    this.maxMemoryBytes = maxMemoryBytes
+    this.maxMemoryBytes = Math.min(maxMemoryBytes, MAX_STORE_BYTES)
     // Frame 0 is the zero frame: allocate it now so it is always slab 0, offset 0.
     this.#reserve(1)
     const z = this.#pop()
@@ -161,22 +195,126 @@ export class FramePool {
   get framesFree(): number {
     return this.#freeCount
   }
-  /** Bytes of slab memory this pool holds. */
+  /** Bytes of the store: what the engine holds for frames (free frames never written cost the process no resident memory). */
   get bytesReserved(): number {
-    return this.#bytesReserved
+    return this.bytes.byteLength
   }
   /** Bytes of per-frame metadata (typed arrays), honest to their allocated length. */
   get metadataBytes(): number {
     const perSlab = this.slabUsed.byteLength + this.#slabFreeHead.byteLength + this.#slabClass.byteLength + this.#slabNext.byteLength + this.#slabPrev.byteLength
-    return this.refcount.byteLength + this.flags.byteLength + this.entry.byteLength + perSlab
+    return this.refcount.byteLength + this.flags.byteLength + this.entry.byteLength + perSlab + this.#recycledBytes
   }
   /** Slots in the per-frame arrays (highest frame id + 1 that may exist). */
   get capacity(): number {
     return this.#capacity
   }
+  /** Frames the store holds (its byte length / pageSize). */
+  get storeFrames(): number {
+    return this.bytes.byteLength >>> this.pageShift
+  }
+
+  // ---------------------------------------------------------------- store users and revocation
+
+  /** Register a user of the store's views (a space caches them for its hot paths). */
+  addUser(user: StoreUser): void {
+    this.#users.add(user)
+  }
+  removeUser(user: StoreUser): void {
+    this.#users.delete(user)
+  }
 
   /**
-   * Make sure `n` frames can be allocated without failing, growing slabs if needed.
+   * Revoke every write translation handed out: the store's buffer moves to a new ArrayBuffer
+   * object (a transfer: no bytes are copied), which detaches every view of the old one, so a
+   * host that kept a stale write translation writes into a detached view (the write is
+   * dropped) instead of into a frame that is now shared, moved or someone else's. Every user
+   * re-reads the views (and bumps its translation epoch). O(1) when nothing was lent.
+   */
+  revokeWrites(): void {
+    if (!this.lentForWrite) return
+    this.lentForWrite = false
+    this.#install(detach(this.bytes.buffer as ArrayBuffer))
+  }
+
+  #install(buffer: ArrayBuffer): void {
+    this.bytes = new Uint8Array(buffer)
+    this.words = new Uint32Array(buffer)
+    this.view = new DataView(buffer)
+    for (const u of this.#users) u.storeChanged()
+  }
+
+  /**
+   * Reallocate the store to `frames` frames, copying the frames below `keep` (the frames still
+   * in use are all below it). The old buffer is detached, so no view of it stays usable.
+   * Throws OutOfMemory (through the backing) having changed nothing.
+   */
+  #reallocate(frames: number, keep: number): void {
+    const bytes = frames << this.pageShift
+    const fresh = allocating(`a frame store of ${bytes} bytes`, () => this.backing.allocate(bytes))
+    this.storeBytesCopied += this.#copyLive(fresh, Math.min(keep, frames))
+    this.storeMoves++
+    const old = this.bytes.buffer as ArrayBuffer
+    this.lentForWrite = false
+    this.#install(fresh.buffer as ArrayBuffer)
+    if (old.byteLength > 0) detach(old)
+  }
+
+  /**
+   * Copy the frames below `limit` that are not free into `fresh`, run by run. Free frames are
+   * skipped: their contents do not matter, and leaving them unwritten in a fresh store keeps
+   * them from becoming resident memory. Returns the bytes copied.
+   */
+  #copyLive(fresh: Uint8Array, limit: number): number {
+    const free = new Uint8Array(limit)
+    for (let s = 0; s < this.slabCount; s++) for (let f = this.#slabFreeHead[s]!; f !== -1; f = this.entry[f]!) if (f < limit) free[f] = 1
+    const ps = this.pageShift
+    let copied = 0
+    for (let f = 0; f < limit; ) {
+      if (free[f] === 1) {
+        f++
+        continue
+      }
+      let end = f + 1
+      while (end < limit && free[end] === 0) end++
+      fresh.set(this.bytes.subarray(f << ps, end << ps), f << ps)
+      copied += (end - f) << ps
+      f = end
+    }
+    return copied
+  }
+
+  // ---------------------------------------------------------------- page tables
+
+  /**
+   * A page table and flag array for `pages` pages, zero-filled: recycled from a disposed space
+   * of the same size when there is one (its memory is resident already, so a fork or createSpace
+   * does not pay the first-touch faults of fresh memory), else new.
+   */
+  takeTables(pages: number, zero: boolean): { pte: Int32Array; pflags: Uint8Array } {
+    const list = this.#recycled.get(pages)
+    const t = list?.pop()
+    if (t === undefined) return { pte: new Int32Array(pages), pflags: new Uint8Array(pages) }
+    if (list!.length === 0) this.#recycled.delete(pages)
+    this.#recycledBytes -= pages * 5
+    if (zero) {
+      t.pte.fill(0)
+      t.pflags.fill(0)
+    }
+    return t
+  }
+
+  /** Keep a disposed space's tables for reuse, up to a bound; beyond it they go to the GC. */
+  recycleTables(pte: Int32Array, pflags: Uint8Array): void {
+    const pages = pte.length
+    if (pages === 0 || this.#recycledBytes + pages * 5 > RECYCLE_BYTES) return
+    let list = this.#recycled.get(pages)
+    if (list === undefined) this.#recycled.set(pages, (list = []))
+    list.push({ pte, pflags })
+    this.#recycledBytes += pages * 5
+  }
+
+  /**
+   * Make sure `n` frames can be allocated without failing, growing the store if needed.
    * Throws OutOfMemory and changes nothing visible when that is impossible.
    * Call before any state change of an operation that allocates.
    */
@@ -201,9 +339,8 @@ export class FramePool {
   /** Allocate a frame and zero it. */
   allocZeroed(): number {
     const f = this.alloc()
-    const s = this.slabs[f >>> this.slabShift]!
-    const off = (f & this.slabMask) << this.pageShift
-    s.fill(0, off, off + this.pageSize)
+    const off = f << this.pageShift
+    this.bytes.fill(0, off, off + this.pageSize)
     return f
   }
 
@@ -229,31 +366,18 @@ export class FramePool {
   /** Copy frame `from` into frame `to`. */
   copy(from: number, to: number): void {
     const ps = this.pageShift
-    const src = this.slabs[from >>> this.slabShift]!
-    const dst = this.slabs[to >>> this.slabShift]!
-    this.backing.copy(src, (from & this.slabMask) << ps, dst, (to & this.slabMask) << ps, this.pageSize)
+    this.bytes.copyWithin(to << ps, from << ps, (from + 1) << ps)
   }
 
   /** memcmp of two frames: 0 when identical. */
   compare(a: number, b: number): number {
     const ps = this.pageShift
-    const sa = this.slabs[a >>> this.slabShift]!
-    const sb = this.slabs[b >>> this.slabShift]!
-    return this.backing.compare(sa, (a & this.slabMask) << ps, sb, (b & this.slabMask) << ps, this.pageSize)
+    return this.backing.compare(this.bytes, a << ps, this.bytes, b << ps, this.pageSize)
   }
 
   /** True when frame `f` holds only zero bytes. */
   isZero(f: number): boolean {
-    const s = this.slabs[f >>> this.slabShift]!
-    return this.backing.isZero(s, (f & this.slabMask) << this.pageShift, this.pageSize)
-  }
-
-  /** The slab holding frame `f` and the byte offset of the frame in it. */
-  slabOf(f: number): Uint8Array {
-    return this.slabs[f >>> this.slabShift]!
-  }
-  offsetOf(f: number): number {
-    return (f & this.slabMask) << this.pageShift
+    return this.backing.isZero(this.bytes, f << this.pageShift, this.pageSize)
   }
 
   /**
@@ -309,61 +433,61 @@ export class FramePool {
     this.#slabClass[s] = -1
   }
 
-  /** Add slabs until `n` frames are free, or throw OutOfMemory having added none. */
+  /**
+   * Grow the store until `n` frames are free, or throw OutOfMemory having changed nothing. The
+   * store grows by at least half its size (bounded by maxMemoryBytes), so populating memory
+   * copies each byte O(1) times on average.
+   */
   #reserve(n: number): void {
     const need = n - this.#freeCount
     const fps = this.framesPerSlab
-    const slabBytes = fps * this.pageSize
-    let plan = 0
-    const sizes: number[] = []
-    // Plan first (no state change), so a refusal leaves everything as it was.
-    let reserved = this.#bytesReserved
-    while (plan < need) {
-      const room = this.maxMemoryBytes - reserved
-      if (room < this.pageSize) {
-        throw new OutOfMemory(`maxMemoryBytes (${this.maxMemoryBytes}) reached: ${need - plan} more frame(s) needed`)
+    const maxFrames = Math.floor(this.maxMemoryBytes / this.pageSize)
+    const have = this.storeFrames
+    if (have + need > maxFrames) {
+      throw new OutOfMemory(`maxMemoryBytes (${this.maxMemoryBytes}) reached: ${need} more frame(s) needed`)
+    }
+    // Whole slabs, at least half the store more, never past the cap (the last slab may be short).
+    let frames = Math.max(have + need, have + (have >>> 1))
+    frames = Math.min(maxFrames, Math.ceil(frames / fps) * fps)
+    if (this.failpoint !== null) this.failpoint("store")
+    this.#growArrays(frames, Math.ceil(frames / fps))
+    this.#reallocate(frames, have)
+    this.#addSlabs(have, frames)
+  }
+
+  /** List the frames [from, to) of a grown store as free slabs (highest first: the lowest new slab heads the empty class). */
+  #addSlabs(from: number, to: number): void {
+    const fps = this.framesPerSlab
+    const first = Math.ceil(from / fps)
+    // A short last slab that grew (only under maxMemoryBytes): its new frames join its free list.
+    if (from % fps !== 0) {
+      const s = first - 1
+      const end = Math.min(to, first * fps)
+      for (let f = end - 1; f >= from; f--) {
+        this.entry[f] = this.#slabFreeHead[s]!
+        this.#slabFreeHead[s] = f
       }
-      const bytes = Math.min(slabBytes, Math.floor(room / this.pageSize) * this.pageSize)
-      sizes.push(bytes)
-      reserved += bytes
-      plan += bytes / this.pageSize
+      this.slabFrames[s] = end - s * fps
+      this.#freeCount += end - from
+      this.#relist(s, this.slabUsed[s]!)
     }
-    const buffers = allocating(`${sizes.length} slab(s)`, () => sizes.map((b) => this.backing.allocate(b)))
-    // Refill slots that compaction released first, so frame ids stay dense.
-    const newSlots: number[] = []
-    for (let s = 1; s < this.slabs.length && newSlots.length < buffers.length; s++) if (this.slabs[s] === null) newSlots.push(s)
-    let next = this.slabs.length
-    while (newSlots.length < buffers.length) newSlots.push(next++)
-    const maxSlot = Math.max(this.slabs.length - 1, ...newSlots)
-    this.#growArrays((maxSlot + 1) * fps, maxSlot + 1)
-    // Highest slot first, so the lowest new slab ends up at the head of the empty class.
-    for (let k = buffers.length - 1; k >= 0; k--) {
-      const slot = newSlots[k]!
-      const buf = buffers[k]!
-      this.slabs[slot] = buf
-      this.views[slot] = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
-      this.words[slot] = new Uint32Array(buf.buffer, buf.byteOffset, buf.byteLength >>> 2)
-      const frames = buf.byteLength / this.pageSize
-      this.slabFrames[slot] = frames
-      this.slabUsed[slot] = 0
-      this.#bytesReserved += buf.byteLength
-      // The slab's free list runs lowest frame first.
-      const base = slot * fps
+    const last = Math.ceil(to / fps)
+    for (let s = last - 1; s >= first; s--) {
+      const base = s * fps
+      const frames = Math.min(fps, to - base)
       for (let i = 0; i < frames; i++) this.entry[base + i] = i + 1 < frames ? base + i + 1 : -1
-      this.#slabFreeHead[slot] = base
+      this.slabFrames[s] = frames
+      this.slabUsed[s] = 0
+      this.#slabFreeHead[s] = base
       this.#freeCount += frames
-      this.#slabClass[slot] = -1
-      this.#relist(slot, 0)
+      this.#slabClass[s] = -1
+      this.#relist(s, 0)
     }
+    this.slabCount = last
   }
 
   #growArrays(frames: number, slots: number): void {
-    while (this.slabs.length < slots) {
-      this.slabs.push(null)
-      this.views.push(null)
-      this.words.push(null)
-      this.slabFrames.push(0)
-    }
+    while (this.slabFrames.length < slots) this.slabFrames.push(0)
     if (this.slabUsed.length < slots) {
       const n = Math.max(slots, this.slabUsed.length * 2)
       const grow = (a: Int32Array): Int32Array => {
@@ -398,22 +522,25 @@ export class FramePool {
   }
 
   /**
-   * Release slab `s` if no frame in it is in use: its frames leave the free list and the
-   * pool drops its buffer. Used by compaction. Returns the bytes released.
+   * Shrink the store to its first `slabs` slabs, which must hold every frame in use (compaction
+   * moved the rest down): the store is reallocated at that size, copying only what stays, and
+   * the old buffer goes back to the runtime. Returns the bytes released (0 if nothing changed).
+   * Throws OutOfMemory having changed nothing if the smaller store cannot be allocated.
    */
-  releaseSlab(s: number): number {
-    const buf = this.slabs[s]
-    if (buf === null || buf === undefined || this.slabUsed[s] !== 0 || s === 0) return 0
-    // O(1): the slab's frames leave the free list with it.
-    if (this.#slabClass[s]! >= 0) this.#unlist(s, this.#slabClass[s]!)
-    this.#freeCount -= this.slabFrames[s]!
-    this.#slabFreeHead[s] = -1
-    this.slabs[s] = null
-    this.views[s] = null
-    this.words[s] = null
-    this.slabFrames[s] = 0
-    this.#bytesReserved -= buf.byteLength
-    return buf.byteLength
+  shrink(slabs: number): number {
+    if (slabs < 1 || slabs >= this.slabCount) return 0
+    for (let s = slabs; s < this.slabCount; s++) if (this.slabUsed[s] !== 0) throw new Error(`shrink: slab ${s} still holds frames`)
+    const frames = slabs * this.framesPerSlab
+    const before = this.bytes.byteLength
+    this.#reallocate(Math.min(frames, this.storeFrames), frames)
+    for (let s = slabs; s < this.slabCount; s++) {
+      if (this.#slabClass[s]! >= 0) this.#unlist(s, this.#slabClass[s]!)
+      this.#freeCount -= this.slabFrames[s]!
+      this.#slabFreeHead[s] = -1
+      this.slabFrames[s] = 0
+    }
+    this.slabCount = slabs
+    return before - this.bytes.byteLength
   }
 
   /**
@@ -422,7 +549,7 @@ export class FramePool {
    */
   takeFree(f: number): boolean {
     const s = f >>> this.slabShift
-    if (s >= this.slabs.length || this.slabs[s] === null) return false
+    if (s >= this.slabCount) return false
     let p = -1
     for (let q = this.#slabFreeHead[s]!; q !== -1; q = this.entry[q]!) {
       if (q === f) {
@@ -444,13 +571,13 @@ export class FramePool {
    * Compaction uses it to place moved frames in the slabs it keeps. O(1).
    */
   allocFrom(s: number): number {
-    if (s < 0 || s >= this.slabs.length || this.#slabFreeHead[s]! < 0) return -1
+    if (s < 0 || s >= this.slabCount || this.#slabFreeHead[s]! < 0) return -1
     return this.#popFrom(s)
   }
 
   /** Free frames of slab `s`. */
   slabFree(s: number): number {
-    return this.slabs[s] == null ? 0 : this.slabFrames[s]! - this.slabUsed[s]!
+    return s >= this.slabCount ? 0 : this.slabFrames[s]! - this.slabUsed[s]!
   }
 
   /**
@@ -485,12 +612,12 @@ export class FramePool {
     for (let t = 0; t < 8 && f < 0; t++) {
       const c = 1 + (this.random() % (this.#capacity - 1))
       const s = c >>> this.slabShift
-      if (this.slabs[s] != null && (c & this.slabMask) < this.slabFrames[s]! && this.refcount[c] === 0 && this.takeFree(c)) f = c
+      if (s < this.slabCount && (c & this.slabMask) < this.slabFrames[s]! && this.refcount[c] === 0 && this.takeFree(c)) f = c
     }
     if (f < 0) {
       // Few free frames: take the r-th free frame, counting slab by slab (still uniform).
       let r = this.random() % this.#freeCount
-      for (let s = 0; s < this.slabs.length; s++) {
+      for (let s = 0; s < this.slabCount; s++) {
         const n = this.slabFree(s)
         if (r >= n) {
           r -= n
@@ -504,8 +631,8 @@ export class FramePool {
       }
     }
     if (zeroed) {
-      const o = (f & this.slabMask) << this.pageShift
-      this.slabs[f >>> this.slabShift]!.fill(0, o, o + this.pageSize)
+      const o = f << this.pageShift
+      this.bytes.fill(0, o, o + this.pageSize)
     }
     return f
   }
@@ -514,8 +641,7 @@ export class FramePool {
   freeFrames(): Int32Array {
     const out = new Int32Array(this.#freeCount)
     let k = 0
-    for (let s = 0; s < this.slabs.length; s++) {
-      if (this.slabs[s] === null) continue
+    for (let s = 0; s < this.slabCount; s++) {
       for (let f = this.#slabFreeHead[s]!; f !== -1; f = this.entry[f]!) out[k++] = f
     }
     return out

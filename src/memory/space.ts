@@ -65,6 +65,10 @@ export function resolveSpaceOptions(options: unknown, pageSize: number): Resolve
 
 const EMPTY_I32 = new Int32Array(0)
 const EMPTY_U8 = new Uint8Array(0)
+const EMPTY_U32 = new Uint32Array(0)
+const EMPTY_DV = new DataView(new ArrayBuffer(0))
+/** The Uint32Array fast paths read words in the host's byte order; sksm's words are little-endian. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1
 
 let nextSpaceId = 1
 
@@ -104,16 +108,21 @@ export class PagedSpace {
   readonly pool: FramePool
   #pins: Map<number, number> = new Map()
   #disposed = false
-  // Hot-path constants, private fields so V8 keeps them in-object.
-  #shift: number
-  #mask: number
-  #slabShift: number
-  #slabMask: number
-  #end: number
-  #lastU32: number
-  /** The pool's per-slab DataViews (the same array object for the pool's life). */
-  #views: (DataView | null)[]
-  #lastU16: number
+  // Hot-path state: private fields initialised with their final numeric types, so V8 keeps
+  // them in-object and never checks or untags a Smi on the hot path.
+  #shift = 12
+  /** pageShift - 2: frame number to its first word. */
+  #wshift = 10
+  #mask = 4095
+  #end = 0
+  #lastU32 = -1
+  #lastU16 = -1
+  /** The pool's store views, cached here (one load on the hot path); refreshed by storeChanged(). */
+  #u8: Uint8Array = EMPTY_U8
+  #u32: Uint32Array = EMPTY_U32
+  #dv: DataView = EMPTY_DV
+  /** Translation epoch: bumped whenever a translation this space handed out may be stale. */
+  #epoch = 0
 
   /** `options` come from {@link resolveSpaceOptions}. `secure`: the domain runs in secure mode. */
   constructor(pool: FramePool, options: ResolvedSpaceOptions, secure: boolean) {
@@ -128,18 +137,34 @@ export class PagedSpace {
     pool.assertIdle()
     // Page tables are an allocation point too (createSpace, fork): fault injection can fail it.
     if (pool.failpoint !== null) pool.failpoint("space")
-    this.pte = new Int32Array(this.pages)
-    this.pflags = new Uint8Array(this.pages)
+    const tables = pool.takeTables(this.pages, true)
+    this.pte = tables.pte
+    this.pflags = tables.pflags
     this.secure = secure === true
     this.idle = this.secure ? new Uint8Array(this.pages) : null
     this.#shift = pool.pageShift
+    this.#wshift = pool.pageShift - 2
     this.#mask = pool.pageSize - 1
-    this.#slabShift = pool.slabShift
-    this.#slabMask = pool.slabMask
     this.#end = size
     this.#lastU32 = size - 4
-    this.#views = pool.views
     this.#lastU16 = size - 2
+    this.#u8 = pool.bytes
+    this.#u32 = pool.words
+    this.#dv = pool.view
+    pool.addUser(this)
+  }
+
+  /** StoreUser: the pool's store moved (growth, shrink, revocation): re-read its views. */
+  storeChanged(): void {
+    this.#u8 = this.pool.bytes
+    this.#u32 = this.pool.words
+    this.#dv = this.pool.view
+    this.#epoch++
+  }
+
+  /** A PTE of this space changed or a frame it maps moved: translations may be stale. */
+  invalidate(): void {
+    this.#epoch++
   }
 
   /**
@@ -166,57 +191,46 @@ export class PagedSpace {
 
   // ---------------------------------------------------------------- word access
 
-  // Every accessor tests Number.isInteger(addr) first: it is false for symbols, bigints and
-  // objects without converting them, so a hostile argument never runs valueOf/toString (or
-  // throws a TypeError) before it is refused with a typed error.
+  // The fast paths test `typeof addr === "number"` before `(addr >>> 0) === addr` (an integer in
+  // [0, 2^32)): `>>>` would convert a BigInt, Symbol or object (running the caller's valueOf),
+  // so anything but a number falls to the slow path unconverted and gets a typed error there.
 
   /** Read one byte. */
   readU8(addr: number): number {
-    if (!(Number.isInteger(addr) && addr >= 0 && addr < this.#end)) this.#badAddr(addr, 1)
-    const off = addr & this.#mask
-    const f = this.pte[(addr - off) / this.pageSize]!
-    return this.pool.slabs[f >>> this.#slabShift]![((f & this.#slabMask) << this.#shift) + off]!
+    if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end) return this.#u8[(this.pte[addr >>> this.#shift]! << this.#shift) | (addr & this.#mask)]!
+    return this.#slowRead(addr, 1)
   }
 
   /** Read a little-endian u16; any alignment, may straddle pages. */
   readU16(addr: number): number {
-    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.#lastU16)) this.#badAddr(addr, 2)
-    const off = addr & this.#mask
-    if (off > this.#mask - 1) return this.readU8(addr) | (this.readU8(addr + 1) << 8)
-    const f = this.pte[(addr - off) / this.pageSize]!
-    return this.pool.views[f >>> this.#slabShift]!.getUint16(((f & this.#slabMask) << this.#shift) + off, true)
+    if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU16 && (addr & this.#mask) !== this.#mask) {
+      return this.#dv.getUint16((this.pte[addr >>> this.#shift]! << this.#shift) | (addr & this.#mask), true)
+    }
+    return this.#slowRead(addr, 2)
   }
 
   /** Read a little-endian u32; any alignment, may straddle pages. */
   readU32(addr: number): number {
-    // Fast path: an address below 2^32 (so `>>> 0` is exact) whose 4 bytes sit in one page.
     if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU32) {
+      const f = this.pte[addr >>> this.#shift]!
+      // Aligned: one Uint32Array load.
+      if ((addr & 3) === 0 && LITTLE_ENDIAN) return this.#u32[(f << this.#wshift) | ((addr & this.#mask) >>> 2)]!
       const off = addr & this.#mask
-      if (off <= this.#mask - 3) {
-        const f = this.pte[addr >>> this.#shift]!
-        return this.#views[f >>> this.#slabShift]!.getUint32(((f & this.#slabMask) << this.#shift) + off, true)
-      }
+      if (off <= this.#mask - 3) return this.#dv.getUint32((f << this.#shift) | off, true)
     }
-    return this.#readU32Slow(addr)
-  }
-
-  #readU32Slow(addr: number): number {
-    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.#lastU32)) this.#badAddr(addr, 4)
-    const off = addr & this.#mask
-    if (off > this.#mask - 3) return this.#readU32Straddle(addr)
-    const f = this.pte[(addr - off) / this.pageSize]!
-    return this.#views[f >>> this.#slabShift]!.getUint32(((f & this.#slabMask) << this.#shift) + off, true)
+    return this.#slowRead(addr, 4)
   }
 
   /** Write one byte: the low 8 bits of `value`, a safe integer (NaN, fractions, Infinity: InvalidArgument). */
   writeU8(addr: number, value: number): void {
-    if (!(Number.isInteger(addr) && addr >= 0 && addr < this.#end)) this.#badAddr(addr, 1)
-    if (typeof value !== "number" || ((value | 0) !== value && !Number.isSafeInteger(value))) this.#badValue(value)
-    const off = addr & this.#mask
-    const pi = (addr - off) / this.pageSize
-    if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
-    const f = this.pte[pi]!
-    this.pool.slabs[f >>> this.#slabShift]![((f & this.#slabMask) << this.#shift) + off] = value
+    if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end && typeof value === "number" && ((value >>> 0) === value || (value | 0) === value)) {
+      const pi = addr >>> this.#shift
+      if ((this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
+        this.#u8[(this.pte[pi]! << this.#shift) | (addr & this.#mask)] = value
+        return
+      }
+    }
+    this.#writeWord(addr, value, 1, this.#end - 1)
   }
 
   /** Write a little-endian u16: the low 16 bits of `value`, a safe integer. */
@@ -227,39 +241,153 @@ export class PagedSpace {
   /**
    * Write a little-endian u32: the low 32 bits of `value`, a safe integer (so -1 writes
    * 0xffffffff). NaN, fractions, Infinity and unsafe integers (past 2^53) are InvalidArgument.
-   * The int32 test comes first, so the usual value costs no Number.isSafeInteger call.
+   * The u32/i32 tests come first, so the usual value costs no Number.isSafeInteger call.
    */
   writeU32(addr: number, value: number): void {
-    // Fast path: address below 2^32, 4 bytes in one writable page, an int32/uint32 value.
-    if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU32 && typeof value === "number" && ((value | 0) === value || (value >>> 0) === value)) {
-      const off = addr & this.#mask
+    // Fast path: an aligned address below 2^32 in a writable page, an int32/uint32 value.
+    if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU32 && (addr & 3) === 0 && LITTLE_ENDIAN && typeof value === "number" && ((value >>> 0) === value || (value | 0) === value)) {
       const pi = addr >>> this.#shift
-      if (off <= this.#mask - 3 && (this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
-        const f = this.pte[pi]!
-        this.#views[f >>> this.#slabShift]!.setUint32(((f & this.#slabMask) << this.#shift) + off, value, true)
+      if ((this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
+        this.#u32[(this.pte[pi]! << this.#wshift) | ((addr & this.#mask) >>> 2)] = value
         return
       }
     }
-    this.#writeU32Slow(addr, value)
-  }
-
-  #writeU32Slow(addr: number, value: number): void {
     this.#writeWord(addr, value, 4, this.#lastU32)
   }
 
-  /** The checked word store behind writeU16 and writeU32's slow path: validate, straddle or fault, store. */
-  #writeWord(addr: number, value: number, width: 2 | 4, last: number): void {
+  /**
+   * Read-modify-write of a little-endian u32, translated once: stores `(old + delta) mod 2^32`
+   * and returns the new value. `delta` is a safe integer. The page faults for writing (copy-on-
+   * write) only if it is not writable yet.
+   */
+  addU32(addr: number, delta: number): number {
+    if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU32 && (addr & 3) === 0 && LITTLE_ENDIAN && typeof delta === "number" && ((delta >>> 0) === delta || (delta | 0) === delta)) {
+      const pi = addr >>> this.#shift
+      if ((this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
+        const i = (this.pte[pi]! << this.#wshift) | ((addr & this.#mask) >>> 2)
+        const u32 = this.#u32
+        return (u32[i] = (u32[i]! + delta) >>> 0)
+      }
+    }
+    return this.#updateSlow(addr, delta, null)
+  }
+
+  /**
+   * Read-modify-write of a little-endian u32, translated once: stores the low 32 bits of
+   * `fn(old)` (a safe integer, else InvalidArgument and nothing changes) and returns it. `fn`
+   * runs before anything changes; it must not call this engine (Busy).
+   */
+  updateU32(addr: number, fn: (old: number) => number): number {
+    if (typeof fn !== "function") {
+      this.#live()
+      throw new InvalidArgument(`fn must be a function, got ${show(fn)}`)
+    }
+    if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU32 && (addr & 3) === 0 && LITTLE_ENDIAN) {
+      const pi = addr >>> this.#shift
+      if ((this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
+        const i = (this.pte[pi]! << this.#wshift) | ((addr & this.#mask) >>> 2)
+        const next = this.#callUpdate(fn, this.#u32[i]!)
+        return (this.#u32[i] = next)
+      }
+    }
+    return this.#updateSlow(addr, 0, fn)
+  }
+
+  /** Run the caller's update with the engine marked busy (it cannot change the mapping); its result, checked. */
+  #callUpdate(fn: (old: number) => number, old: number): number {
+    let next: number
+    this.pool.busy++
+    try {
+      next = fn(old)
+    } finally {
+      this.pool.busy--
+    }
+    if (typeof next !== "number" || ((next | 0) !== next && !Number.isSafeInteger(next))) this.#badValue(next)
+    return next >>> 0
+  }
+
+  #updateSlow(addr: number, delta: number, fn: ((old: number) => number) | null): number {
+    if (!(typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU32)) this.#badAddr(addr, 4)
+    this.#live()
+    if (fn === null && typeof delta !== "number") this.#badValue(delta)
+    const old = this.readU32(addr)
+    let next: number
+    if (fn === null) {
+      next = delta
+      if ((next | 0) !== next && !Number.isSafeInteger(next)) this.#badValue(next)
+      next = (old + next) >>> 0
+    } else {
+      next = this.#callUpdate(fn, old)
+    }
+    this.writeU32(addr, next)
+    return next
+  }
+
+  /** The checked store behind the word writes' slow paths: validate, straddle or fault, store. */
+  #writeWord(addr: number, value: number, width: 1 | 2 | 4, last: number): void {
     if (!(Number.isInteger(addr) && addr >= 0 && addr <= last)) this.#badAddr(addr, width)
     if (typeof value !== "number" || ((value | 0) !== value && !Number.isSafeInteger(value))) this.#badValue(value)
+    this.#live()
     const off = addr & this.#mask
     if (off > this.#mask - (width - 1)) return this.#writeStraddle(addr, value, width)
     const pi = (addr - off) / this.pageSize
     if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
-    const f = this.pte[pi]!
-    const view = this.#views[f >>> this.#slabShift]!
-    const o = ((f & this.#slabMask) << this.#shift) + off
-    if (width === 2) view.setUint16(o, value, true)
-    else view.setUint32(o, value, true)
+    const o = (this.pte[pi]! << this.#shift) | off
+    if (width === 1) this.#u8[o] = value
+    else if (width === 2) this.#dv.setUint16(o, value, true)
+    else this.#dv.setUint32(o, value, true)
+  }
+
+  /** The checked load behind the word reads' slow paths: validate, then straddle or load. */
+  #slowRead(addr: number, width: 1 | 2 | 4): number {
+    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.#end - width)) this.#badAddr(addr, width)
+    this.#live()
+    const off = addr & this.#mask
+    if (off > this.#mask - (width - 1)) return width === 2 ? this.readU8(addr) | (this.readU8(addr + 1) << 8) : this.#readU32Straddle(addr)
+    const o = (this.pte[(addr - off) / this.pageSize]! << this.#shift) | off
+    return width === 1 ? this.#u8[o]! : width === 2 ? this.#dv.getUint16(o, true) : this.#dv.getUint32(o, true)
+  }
+
+  // ---------------------------------------------------------------- direct access
+
+  /**
+   * The engine's frame store, for hosts with their own hot loops (a software TLB): `bytes`,
+   * `words` (little-endian u32) and `view` over the same memory. Use with {@link translate};
+   * re-read it whenever {@link tlbEpoch} changes (the store can move).
+   */
+  get memory(): { readonly bytes: Uint8Array; readonly words: Uint32Array; readonly view: DataView } {
+    this.#live()
+    return { bytes: this.#u8, words: this.#u32, view: this.#dv }
+  }
+
+  /**
+   * Translate `addr` to the byte offset, in {@link memory}`.bytes`, of the start of the frame
+   * that maps its page. With `forWrite`, the page is first made private and writable exactly as
+   * a write would (populate, copy-on-write), and the translation may be written through until
+   * {@link tlbEpoch} changes. Without it, the frame may be shared (with other spaces, or the
+   * zero frame): read only. A stale write translation cannot reach a frame that became shared,
+   * moved or someone else's: every such change first detaches the store's buffer (views kept by
+   * the host stop working) and bumps the epoch.
+   */
+  translate(addr: number, forWrite: boolean = false): number {
+    if (!(typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end)) this.#badAddr(addr, 1)
+    this.#live()
+    if (typeof forWrite !== "boolean") throw new InvalidArgument(`forWrite must be a boolean, got ${typeof forWrite}`)
+    const pi = addr >>> this.#shift
+    if (forWrite) {
+      if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
+      this.pool.lentForWrite = true
+    }
+    return this.pte[pi]! << this.#shift
+  }
+
+  /**
+   * Changes whenever a translation this space handed out may be stale: a write fault or other
+   * change of one of its pages, a merge, unmerge, discard, fork or dispose, a compaction or a
+   * move of the engine's store. A host re-translates (and re-reads {@link memory}) when it changes.
+   */
+  get tlbEpoch(): number {
+    return this.#epoch
   }
 
   #readU32Straddle(addr: number): number {
@@ -321,8 +449,7 @@ export class PagedSpace {
       const a = addr + done
       const off = a % ps
       const take = Math.min(ps - off, n - done)
-      const f = this.pte[(a - off) / ps]!
-      this.pool.slabs[f >>> this.#slabShift]!.set(view.subarray(done, done + take), ((f & this.#slabMask) << this.#shift) + off)
+      this.#u8.set(view.subarray(done, done + take), (this.pte[(a - off) / ps]! << this.#shift) + off)
       done += take
     }
   }
@@ -341,9 +468,8 @@ export class PagedSpace {
     while (a < end) {
       const off = a % ps
       const take = Math.min(ps - off, end - a)
-      const f = this.pte[(a - off) / ps]!
-      const o = ((f & this.#slabMask) << this.#shift) + off
-      this.pool.slabs[f >>> this.#slabShift]!.fill(byte, o, o + take)
+      const o = (this.pte[(a - off) / ps]! << this.#shift) + off
+      this.#u8.fill(byte, o, o + take)
       a += take
     }
   }
@@ -356,9 +482,8 @@ export class PagedSpace {
       const a = addr + done
       const off = a % ps
       const take = Math.min(ps - off, n - done)
-      const f = this.pte[(a - off) / ps]!
-      const o = ((f & this.#slabMask) << this.#shift) + off
-      out.set(this.pool.slabs[f >>> this.#slabShift]!.subarray(o, o + take), done)
+      const o = (this.pte[(a - off) / ps]! << this.#shift) + off
+      out.set(this.#u8.subarray(o, o + take), done)
       done += take
     }
   }
@@ -419,6 +544,7 @@ export class PagedSpace {
       const nf = this.secure ? pool.allocRandom(!whole) : whole ? pool.alloc() : pool.allocZeroed()
       pool.refcount[nf] = 1
       this.pte[pi] = nf
+      this.#epoch++
     } else if (pool.refcount[f] === 1 && (pool.flags[f]! & FRAME_KSM) === 0 && (!wasKsm || (pool.reuseSoleKsm && !this.secure))) {
       // Sole mapper of a private frame: reuse in place (wp_can_reuse_anon_folio).
     } else {
@@ -426,6 +552,7 @@ export class PagedSpace {
       if (!whole) pool.copy(f, nf)
       pool.refcount[nf] = 1
       this.pte[pi] = nf
+      this.#epoch++
       pool.decref(f)
       this.cowFaults++
       pool.cowFaults++
@@ -456,6 +583,11 @@ export class PagedSpace {
   #zap(pi: number): void {
     const fl = this.pflags[pi]!
     const f = this.pte[pi]!
+    // The frame may go to another space: no write translation of it may survive.
+    if (f !== ZERO_FRAME) {
+      this.pool.revokeWrites()
+      this.#epoch++
+    }
     if ((fl & PAGE_MERGED) !== 0) this.pool.observer?.mergedPageLeft(f)
     if ((fl & PAGE_KSM_ZERO) !== 0) {
       this.ksmZeroPages--
@@ -540,6 +672,7 @@ export class PagedSpace {
   protectPages(p0: number, p1: number, enable: boolean): void {
     const pflags = this.pflags
     if (enable) {
+      this.pool.revokeWrites()
       for (let pi = p0; pi < p1; pi++) pflags[pi] = (pflags[pi]! | PAGE_UFFD_WP | PAGE_UFFD_REG) & ~PAGE_WRITABLE
     } else {
       for (let pi = p0; pi < p1; pi++) {
@@ -559,6 +692,8 @@ export class PagedSpace {
    * Rules and differences from the kernel: {@link pagemapScan} in memory/pagemap.ts.
    */
   pagemapScan(args: PagemapScanArgs): PagemapScanResult {
+    // wpMatching may protect pages: lent write translations go first (a no-op if none were lent).
+    this.pool.revokeWrites()
     return pagemapScan(this, args)
   }
 
@@ -578,6 +713,8 @@ export class PagedSpace {
    */
   forkInto(child: PagedSpace): void {
     this.#live()
+    // Every page of the parent becomes copy-on-write: no write translation may survive.
+    this.pool.revokeWrites()
     const pool = this.pool
     const pte = this.pte
     const pflags = this.pflags
@@ -633,9 +770,16 @@ export class PagedSpace {
     }
     this.#pins.clear()
     this.#disposed = true
+    // Zapped pages are all zero-frame entries with no flags: the tables are clean for reuse.
+    this.pool.recycleTables(this.pte, this.pflags.fill(0))
+    this.pool.removeUser(this)
     this.pte = EMPTY_I32
     this.pflags = EMPTY_U8
     this.idle = null
+    this.#u8 = EMPTY_U8
+    this.#u32 = EMPTY_U32
+    this.#dv = EMPTY_DV
+    this.#epoch++
     // Make every fast path fail its bounds check, so the slow path reports SpaceDisposed.
     this.#end = 0
     this.#lastU32 = -1

@@ -396,6 +396,8 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
 
   #tick(): ScanReport {
     const c0 = this.#reading("cpuMicros", this.#cpu, true)
+    // The batch may write-protect, remap and free pages: lent write translations go first.
+    this.pool.revokeWrites()
     const pagesToScan = this.t.pagesToScan
     this.rScanned = this.rSkipped = this.rMerged = this.rZero = this.rVolatile = this.rUnstable = this.rBackedOff = 0
     this.#rFullScan = false

@@ -73,6 +73,17 @@ export interface AddressSpace {
   writeU16(addr: number, value: number): void
   /** Store the low 32 bits of `value`, little-endian (so -1 writes 0xffffffff). */
   writeU32(addr: number, value: number): void
+  /**
+   * Read-modify-write of a little-endian u32, translated once: stores `(old + delta) mod 2^32`
+   * and returns it. The page faults for writing (copy-on-write) only if it is not writable yet.
+   */
+  addU32(addr: number, delta: number): number
+  /**
+   * Read-modify-write of a little-endian u32, translated once: stores the low 32 bits of
+   * `fn(old)` (a safe integer, else InvalidArgument and nothing changes) and returns them. `fn`
+   * must not call the engine (Busy).
+   */
+  updateU32(addr: number, fn: (old: number) => number): number
   /** Read `length` bytes at `addr` into a new Uint8Array (a copy). */
   read(addr: number, length: number): Uint8Array
   /** Read `target.length` bytes at `addr` into `target`. */
@@ -81,6 +92,37 @@ export interface AddressSpace {
   write(addr: number, bytes: Uint8Array): void
   /** memset: fill `length` bytes at `addr` with `byte` (0..255); populates every page it covers. */
   fill(addr: number, length: number, byte: number): void
+
+  /**
+   * Direct access for hosts with their own hot loops (a software TLB): the engine's frame store
+   * as bytes, little-endian words and a DataView over one memory. Pair with {@link translate};
+   * re-read it when {@link tlbEpoch} changes.
+   *
+   * ```ts
+   * let epoch = -1, page = -1, base = 0, words = space.memory.words
+   * function load(addr: number): number {            // aligned u32 load through the TLB
+   *   if (space.tlbEpoch !== epoch || addr >>> 12 !== page) {
+   *     base = space.translate(addr); page = addr >>> 12; epoch = space.tlbEpoch; words = space.memory.words
+   *   }
+   *   return words[(base + (addr & 4095)) >>> 2]!
+   * }
+   * ```
+   */
+  readonly memory: { readonly bytes: Uint8Array; readonly words: Uint32Array; readonly view: DataView }
+  /**
+   * The byte offset, in `memory.bytes`, of the frame that maps `addr`'s page. With `forWrite` the
+   * page is made private and writable first (populate, copy-on-write) and may be written through
+   * until `tlbEpoch` changes; without it the frame may be shared: read only. A write translation
+   * that went stale can never reach a frame that became shared, moved or another space's: the
+   * store's buffer is detached first, so the old views stop working.
+   */
+  translate(addr: number, forWrite?: boolean): number
+  /**
+   * Changes whenever a translation this space handed out may be stale: a copy-on-write or other
+   * remap of one of its pages, merge, unmerge, discard, fork, compaction, dispose, or a move of
+   * the engine's store. Check it before using cached translations.
+   */
+  readonly tlbEpoch: number
 
   /** MADV_DONTNEED on a page-aligned range: the pages read as zeros again. PinnedPage if one is pinned. */
   discard(addr: number, length: number): void

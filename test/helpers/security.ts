@@ -15,8 +15,8 @@ import { PAGE_WRITABLE } from "../../src/memory/flags.ts"
 /** True when frame `f` holds one byte value repeated. */
 export function isConstantFrame(engine: Engine, f: number): boolean {
   const pool = engine.pool
-  const s = pool.slabOf(f)
-  const o = pool.offsetOf(f)
+  const s = pool.bytes
+  const o = f << pool.pageShift
   const b = s[o]!
   for (let i = 1; i < pool.pageSize; i++) if (s[o + i] !== b) return false
   return true

@@ -1,8 +1,10 @@
 /**
  * The frame pool (src/memory/frames.ts) on its own: the zero frame, ensureFree / alloc / free /
  * decref, refusals (maxMemoryBytes, the failpoint, the backing) that change nothing, placement
- * in the fullest non-full slab, releaseSlab, takeFree / allocFrom, secure mode's allocRandom
- * (only free frames, about uniformly), and the byte operations it does through its backing.
+ * in the fullest non-full slab, the flat store's growth, shrink and revocation (old views
+ * detached, users told, live frames kept), takeFree / allocFrom, secure mode's allocRandom
+ * (only free frames, about uniformly), recycled page tables, and the byte operations it does
+ * through its backing.
  */
 import { describe, expect, it } from "vitest"
 import { Busy, InvalidArgument, OutOfMemory } from "../../src/errors.ts"
@@ -17,9 +19,14 @@ function pool(options: { maxMemoryBytes?: number; slabBytes?: number } = {}, bac
   return new FramePool(resolveFramePoolOptions({ pageSize: PS, slabBytes: FPS * PS, ...options }), backing)
 }
 
-/** Everything a refused call must leave as it was. */
+/** Everything a refused call must leave as it was (metadata arrays may have grown: reserved room). */
 function books(p: FramePool): unknown {
-  return { reserved: p.bytesReserved, free: p.framesFree, inUse: p.framesInUse, slabs: p.slabs.length, capacity: p.capacity, freeList: [...p.freeFrames()] }
+  return { reserved: p.bytesReserved, store: p.bytes, free: p.framesFree, inUse: p.framesInUse, slabs: p.slabCount, freeList: [...p.freeFrames()] }
+}
+
+/** Fill frame `f` with `byte`. */
+function paint(p: FramePool, f: number, byte: number): void {
+  p.bytes.fill(byte, f << p.pageShift, (f + 1) << p.pageShift)
 }
 
 /** Allocate `n` frames, each mapped once. */
@@ -73,7 +80,7 @@ describe("FramePool basics", () => {
   it("allocZeroed zeroes a frame that held data", () => {
     const p = pool()
     const [f] = take(p, 1) as [number]
-    p.slabOf(f).fill(7, p.offsetOf(f), p.offsetOf(f) + PS)
+    paint(p, f, 7)
     p.refcount[f] = 0
     p.free(f)
     const g = p.allocZeroed()
@@ -156,23 +163,72 @@ describe("placement and slabs", () => {
     expect(slabOf(p.alloc())).toBe(2)
   })
 
-  it("releaseSlab drops an empty slab (never slab 0, never one in use); its slot is reused first", () => {
+  it("the store grows by reallocation, keeping every frame's bytes; old views are detached and users told", () => {
     const p = pool()
-    const frames = take(p, 3 * FPS - 1)
-    const slab1 = frames.filter((f) => f >>> p.slabShift === 1)
-    expect(p.releaseSlab(1)).toBe(0) // in use
-    for (const f of slab1) p.decref(f)
-    expect(p.releaseSlab(0)).toBe(0)
+    const [f] = take(p, 1) as [number]
+    paint(p, f, 0x5a)
+    const old = p.bytes
+    let told = 0
+    p.addUser({ storeChanged: () => told++ })
+    take(p, 3 * FPS)
+    expect(p.bytes === old).toBe(false)
+    expect(old.byteLength).toBe(0) // detached
+    expect(told).toBeGreaterThan(0)
+    expect(p.bytesReserved).toBe(p.slabCount * FPS * PS)
+    expect(p.bytes[(f << p.pageShift) + PS - 1]).toBe(0x5a)
+  })
+
+  it("shrink drops empty top slabs, keeping the frames below; it refuses to drop a slab in use", () => {
+    const p = pool()
+    const frames = take(p, 3 * FPS - 1) // slabs 0, 1, 2 full
+    for (const f of frames) paint(p, f, f)
+    const top = frames.filter((f) => f >>> p.slabShift === 2)
+    expect(() => p.shrink(2)).toThrow(/slab 2 still holds frames/)
+    for (const f of top) p.decref(f)
+    expect(p.shrink(0)).toBe(0)
+    expect(p.shrink(3)).toBe(0)
     const free = p.framesFree
-    expect(p.releaseSlab(1)).toBe(FPS * PS)
-    expect(p.slabs[1]).toBeNull()
-    expect(p.framesFree).toBe(free - FPS)
-    expect([...p.freeFrames()].some((f) => f >>> p.slabShift === 1)).toBe(false)
-    expect(p.releaseSlab(1)).toBe(0) // already released
-    expect(p.slabFree(1)).toBe(0)
-    p.ensureFree(1)
-    expect(p.slabs[1]).not.toBeNull()
-    expect(p.slabs.length).toBe(3)
+    expect(p.shrink(2)).toBe(FPS * PS)
+    expect([p.slabCount, p.bytesReserved, p.framesFree]).toEqual([2, 2 * FPS * PS, free - FPS])
+    expect([...p.freeFrames()].some((f) => f >>> p.slabShift === 2)).toBe(false)
+    for (const f of frames.filter((f) => f >>> p.slabShift < 2)) expect(p.bytes[f << p.pageShift], `frame ${f}`).toBe(f)
+    expect(p.slabFree(2)).toBe(0)
+    expect(p.allocFrom(2)).toBe(-1)
+    // It grows back on demand.
+    take(p, FPS)
+    expect(p.slabCount).toBe(3)
+  })
+
+  it("revokeWrites moves the store to a new buffer (no copy, views of the old one detached) only if writes were lent", () => {
+    const p = pool()
+    const [f] = take(p, 1) as [number]
+    paint(p, f, 3)
+    let told = 0
+    p.addUser({ storeChanged: () => told++ })
+    const before = p.bytes
+    p.revokeWrites()
+    expect([p.bytes === before, told]).toEqual([true, 0])
+    p.lentForWrite = true
+    p.revokeWrites()
+    expect(p.bytes === before).toBe(false)
+    expect(before.byteLength).toBe(0)
+    expect([told, p.lentForWrite, p.bytes[f << p.pageShift]]).toEqual([1, false, 3])
+  })
+
+  it("page tables of a disposed space are recycled for the next of the same size, zeroed when asked", () => {
+    const p = pool()
+    const t = p.takeTables(8, true)
+    t.pte[3] = 7
+    t.pflags[3] = 1
+    p.recycleTables(t.pte, t.pflags)
+    const again = p.takeTables(8, false)
+    expect(again.pte).toBe(t.pte)
+    expect(again.pte[3]).toBe(7)
+    p.recycleTables(again.pte, again.pflags)
+    const zeroed = p.takeTables(8, true)
+    expect(zeroed.pte).toBe(t.pte)
+    expect([zeroed.pte[3], zeroed.pflags[3]]).toEqual([0, 0])
+    expect(p.takeTables(8, true).pte).not.toBe(t.pte)
   })
 
   it("takeFree takes exactly the frame asked for, only if it is free", () => {
@@ -240,7 +296,7 @@ describe("allocRandom (secure mode)", () => {
   it("zeroes the frame when asked", () => {
     const p = pool()
     const [f] = take(p, 1) as [number]
-    p.slabOf(f).fill(9, p.offsetOf(f), p.offsetOf(f) + PS)
+    paint(p, f, 9)
     p.decref(f)
     while (true) {
       const g = p.allocRandom(true)
@@ -251,27 +307,28 @@ describe("allocRandom (secure mode)", () => {
   })
 })
 
-describe("byte operations go through the backing", () => {
-  it("compare, copy and isZero use the backing with each frame's slab and offset", () => {
+describe("byte operations", () => {
+  it("compare and isZero go through the backing at each frame's offset in the store; copy copies one frame", () => {
     const calls: string[] = []
     const base = heapBacking(PS)
     const p = pool({}, {
       allocate: base.allocate,
       compare: (a, ao, b, bo, n) => (calls.push(`compare ${ao} ${bo} ${n}`), base.compare(a, ao, b, bo, n)),
-      copy: (s, so, d, dso, n) => (calls.push(`copy ${so} ${dso} ${n}`), base.copy(s, so, d, dso, n)),
       isZero: (a, ao, n) => (calls.push(`isZero ${ao} ${n}`), base.isZero(a, ao, n)),
     })
     const [a, b] = take(p, FPS).slice(FPS - 2) as [number, number] // the last of slab 0, the first of slab 1
     expect(a >>> p.slabShift).not.toBe(b >>> p.slabShift)
-    p.slabOf(a)[p.offsetOf(a) + 5] = 1
+    p.bytes[(a << p.pageShift) + 5] = 1
     expect(p.isZero(a)).toBe(false)
     expect(p.isZero(b)).toBe(true)
     expect(p.compare(a, b)).toBeGreaterThan(0)
     expect(p.compare(b, a)).toBeLessThan(0)
     p.copy(a, b)
     expect(p.compare(a, b)).toBe(0)
-    expect(p.slabOf(b)[p.offsetOf(b) + 5]).toBe(1)
-    const [oa, ob] = [p.offsetOf(a), p.offsetOf(b)]
-    expect(calls).toEqual([`isZero ${oa} ${PS}`, `isZero ${ob} ${PS}`, `compare ${oa} ${ob} ${PS}`, `compare ${ob} ${oa} ${PS}`, `copy ${oa} ${ob} ${PS}`, `compare ${oa} ${ob} ${PS}`])
+    expect(p.bytes[(b << p.pageShift) + 5]).toBe(1)
+    // Only frame b was written.
+    expect(p.isZero(b + 1)).toBe(true)
+    const [oa, ob] = [a << p.pageShift, b << p.pageShift]
+    expect(calls).toEqual([`isZero ${oa} ${PS}`, `isZero ${ob} ${PS}`, `compare ${oa} ${ob} ${PS}`, `compare ${ob} ${oa} ${PS}`, `compare ${oa} ${ob} ${PS}`, `isZero ${ob + PS} ${PS}`])
   })
 })
