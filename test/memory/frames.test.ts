@@ -316,8 +316,9 @@ describe("byte operations", () => {
       compare: (a, ao, b, bo, n) => (calls.push(`compare ${ao} ${bo} ${n}`), base.compare(a, ao, b, bo, n)),
       isZero: (a, ao, n) => (calls.push(`isZero ${ao} ${n}`), base.isZero(a, ao, n)),
     })
-    const [a, b] = take(p, FPS).slice(FPS - 2) as [number, number] // the last of slab 0, the first of slab 1
+    const [a, next, b] = take(p, FPS + 1).slice(FPS - 2) as [number, number, number] // the last of slab 0, the first two of slab 1
     expect(a >>> p.slabShift).not.toBe(b >>> p.slabShift)
+    paint(p, next, 0xee)
     p.bytes[(a << p.pageShift) + 5] = 1
     expect(p.isZero(a)).toBe(false)
     expect(p.isZero(b)).toBe(true)
@@ -326,7 +327,8 @@ describe("byte operations", () => {
     p.copy(a, b)
     expect(p.compare(a, b)).toBe(0)
     expect(p.bytes[(b << p.pageShift) + 5]).toBe(1)
-    // Only frame b was written.
+    // Only frame b was written: the frames after a and after b are as they were.
+    expect(p.bytes[next << p.pageShift]).toBe(0xee)
     expect(p.isZero(b + 1)).toBe(true)
     const [oa, ob] = [a << p.pageShift, b << p.pageShift]
     expect(calls).toEqual([`isZero ${oa} ${PS}`, `isZero ${ob} ${PS}`, `compare ${oa} ${ob} ${PS}`, `compare ${ob} ${oa} ${PS}`, `compare ${oa} ${ob} ${PS}`, `isZero ${ob + PS} ${PS}`])
