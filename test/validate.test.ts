@@ -24,18 +24,10 @@ import {
   show,
 } from "../src/validate.ts"
 import { Engine } from "../src/index.ts"
+import { thrown } from "./helpers/errors.ts"
 
 const KEYS = ["pageSize", "maxMemoryBytes", "slabBytes"] as const
 
-/** What `fn` threw (it must throw). */
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn()
-  } catch (e) {
-    return e
-  }
-  throw new Error("expected a throw")
-}
 
 describe("readOptions", () => {
   it("an unknown key is InvalidArgument naming it and the nearest valid key", () => {

@@ -1,7 +1,12 @@
+/**
+ * The memory model of a space (src/memory/space.ts): reads, writes and fills across pages,
+ * discard, fork's copy-on-write, pins, dispose, memory(), and typed errors that change nothing.
+ */
 import { describe, expect, it } from "vitest"
 import { Engine } from "../helpers/internals.ts"
 import type { AddressSpace } from "../helpers/internals.ts"
 import { checkCounters } from "../helpers/recount.ts"
+import { expectTag } from "../helpers/errors.ts"
 
 const PS = 4096
 
@@ -24,14 +29,7 @@ function observe(engine: Engine): unknown {
 /** `fn` throws an error with `tag` and nothing observable changes. */
 function rejects(engine: Engine, tag: string, fn: () => unknown): void {
   const before = observe(engine)
-  let thrown: unknown
-  try {
-    fn()
-  } catch (e) {
-    thrown = e
-  }
-  expect(thrown, `expected ${tag}`).toBeInstanceOf(Error)
-  expect((thrown as { _tag?: string })._tag).toBe(tag)
+  expectTag(fn, tag)
   expect(observe(engine)).toEqual(before)
   checkCounters(engine)
 }
