@@ -30,7 +30,7 @@ for (const d of DRIVERS) {
     it("c/a/a, c/b/a, all d, all d but one e, run=2 -> the kernel's counters", () => {
       const engine = new Engine({ maxPageSharing: T })
       const spaces = [filled(engine, pages, 0x63), filled(engine, pages, 0x61), filled(engine, pages, 0x61)]
-      // LTP rewrites merged pages on purpose: no back-off for the tracked scanner here.
+      // LTP rewrites merged pages on purpose: no back-off (tracked), no smart scan (ksm), see drivers.ts.
       const m = d.attach(engine, { pagesToScan: T, rewritesOnPurpose: true })
       const counters = () => {
         const s = engine.stats()
