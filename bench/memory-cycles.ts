@@ -50,7 +50,7 @@ export function cyclesUnavailable(): string | null {
 }
 
 /**
- * RssAnon once it has settled: full GCs, then readings 20 ms apart (each after another GC)
+ * RssAnon once it has settled: full GCs, then readings 40 ms apart (each after another GC)
  * until two in a row differ by less than 1 MiB, at most 25 of them (half a second). V8 frees
  * ArrayBuffer backing stores on a background thread after the GC, late on a loaded machine.
  */
@@ -58,12 +58,15 @@ async function settledRssAnon(): Promise<number> {
   const gc = (globalThis as unknown as { gc: () => void }).gc
   gc()
   gc()
+  // V8 releases freed backing stores on a background thread: on a loaded machine one quiet
+  // interval proves little, so wait for three readings in a row within 1 MiB, 40 ms apart.
   let last = rssAnon()!
-  for (let k = 0; k < 25; k++) {
-    await sleep(20)
+  let quiet = 0
+  for (let k = 0; k < 60 && quiet < 3; k++) {
+    await sleep(40)
     gc()
     const now = rssAnon()!
-    if (Math.abs(now - last) < MiB) return now
+    quiet = Math.abs(now - last) < MiB ? quiet + 1 : 0
     last = now
   }
   return last
