@@ -128,17 +128,11 @@ describe("bench/word-loops", () => {
     for (const x of r) expect(x.words).toEqual(r[0]!.words)
   })
 
-  it("dependent read-modify-write: same chain of values and same memory through all six", () => {
-    const r = runAll(contents, addrs, { dv: L.rmwDataView, u32: L.rmwUint32Array, method: L.rmwMethod, fast: [L.rmwAddU32, L.rmwUpdateU32, L.rmwDirect] })
-    expect(r).toHaveLength(6)
-    for (const x of r) {
-      expect(x.result).toBe(r[0]!.result)
-      expect(x.words).toEqual(r[0]!.words)
-    }
-  })
-
-  it("independent read-modify-write: same values and same memory through all six", () => {
-    const r = runAll(contents, addrs, { dv: L.rmwIndepDataView, u32: L.rmwIndepUint32Array, method: L.rmwIndepMethod, fast: [L.rmwIndepAddU32, L.rmwIndepUpdateU32, L.rmwIndepDirect] })
+  it.each([
+    ["dependent", { dv: L.rmwDataView, u32: L.rmwUint32Array, method: L.rmwMethod, fast: [L.rmwAddU32, L.rmwUpdateU32, L.rmwDirect] }],
+    ["independent", { dv: L.rmwIndepDataView, u32: L.rmwIndepUint32Array, method: L.rmwIndepMethod, fast: [L.rmwIndepAddU32, L.rmwIndepUpdateU32, L.rmwIndepDirect] }],
+  ] as const)("%s read-modify-write: same values and same memory through all six", (_, loops) => {
+    const r = runAll(contents, addrs, { ...loops, fast: [...loops.fast] })
     expect(r).toHaveLength(6)
     for (const x of r) {
       expect(x.result).toBe(r[0]!.result)

@@ -1,3 +1,8 @@
+/**
+ * Frame compaction (src/memory/compact.ts): explicit and automatic compaction move live frames
+ * down and shrink the store, never move pinned frames or the zero frame, stay within their
+ * budgets, change nothing when refused, and keep memory() and the profit figures honest.
+ */
 import { randomFillSync } from "node:crypto"
 import { describe, expect, it } from "vitest"
 import type { AddressSpace } from "../helpers/internals.ts"
