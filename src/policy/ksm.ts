@@ -253,24 +253,13 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
   #toCore(slot: KsmSlot, pi: number): void {
     if (this.o.resetOnUnshare) return this.#dropItem(slot, pi)
     const meta = slot.meta!
-    const st = meta[pi * 4]!
-    if ((st & UNSTABLE) !== 0) {
-      slot.unstable--
-      this.unshared--
-    }
-    if ((st & ITEM) !== 0) {
-      slot.items--
-      this.items--
-    }
-    if ((st & KEPT) === 0) slot.kept++
+    this.#endItem(slot, meta[pi * 4]!)
+    slot.kept++
     meta[pi * 4] = KEPT
   }
 
-  /** Free page `pi`'s item (zeroed, so a new one starts from scratch). */
-  #dropItem(slot: KsmSlot, pi: number): void {
-    const meta = slot.meta!
-    const m = pi * 4
-    const st = meta[m]!
+  /** The counts of an item in state `st` leave with it (a KEPT page's count too). */
+  #endItem(slot: KsmSlot, st: number): void {
     if ((st & KEPT) !== 0) slot.kept--
     if ((st & UNSTABLE) !== 0) {
       slot.unstable--
@@ -280,6 +269,13 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
       slot.items--
       this.items--
     }
+  }
+
+  /** Free page `pi`'s item (zeroed, so a new one starts from scratch). */
+  #dropItem(slot: KsmSlot, pi: number): void {
+    const meta = slot.meta!
+    const m = pi * 4
+    this.#endItem(slot, meta[m]!)
     meta[m] = 0
     meta[m + 1] = 0
     meta[m + 2] = 0
