@@ -82,8 +82,10 @@ export interface MergeCoreOptions {
   /**
    * Most equal-key entries a lookup compares with a full memcmp at each of its two key levels
    * (the sampled key, then the full-page key of a crowded sampled key); a lookup also visits at
-   * most `4 * maxCandidates + 32` bucket entries per level. Past both, a page is not inserted
-   * (Outcome.Crowded). Bounds the work a page writer can force per lookup. @default 32
+   * most `64 * maxCandidates + 2048` bucket entries per level (integer compares: buckets are
+   * keyed, so only legitimate max_page_sharing dups of one content make a bucket long). Past
+   * both, a page is not inserted (Outcome.Crowded). Bounds the work a page writer can force per
+   * lookup. @default 32
    */
   readonly maxCandidates?: number
   /**
@@ -218,7 +220,9 @@ export class MergeCore implements SharingObserver {
     this.mergeAcrossDomains = options.mergeAcrossDomains
     const mc = options.maxCandidates
     this.maxCandidates = mc
-    this.maxWalk = 4 * mc + 32
+    // Generous: a bucket holding the dups of a heavily shared content (256 dups of the zero page
+    // merged as content, say) must not hide another key's entry behind them (a missed merge).
+    this.maxWalk = 64 * mc + 2048
     const seed = options.seed
     this.secure = options.secure
     this.#secureDomains = new Set(options.secureDomains)

@@ -8,6 +8,8 @@ import { describe, expect, it } from "vitest"
 import type { AddressSpace } from "../helpers/internals.ts"
 import { Engine } from "../helpers/internals.ts"
 import { checkCounters } from "../helpers/recount.ts"
+import { secondKey } from "../../src/core/checksum.ts"
+import { ZERO_FRAME } from "../../src/memory/frames.ts"
 
 const PS = 4096
 
@@ -153,5 +155,30 @@ describe("merge core semantics", () => {
     const r = a.merge()
     expect(r.alreadyMerged).toBe(4)
     expect(r.merged + r.inserted).toBe(0)
+  })
+})
+
+describe("a long bucket of dups never hides another key's entry", () => {
+  it("real guests: the zero content merged as content (many dups) shares a bucket with a page's key; its copies still merge", () => {
+    // Found on four v86 guests (useZeroPages off): the 256 dups of the zero content sat in one
+    // bucket (at their second-level key, the zero key having crowded), a page's key landed in the
+    // same bucket, the bounded walk stopped in the dups, and a content with 4 copies ended on 2
+    // frames. Here the page's key is chosen to share that bucket: same low 16 bits, other key.
+    let pageKey = 0
+    const engine = new Engine({ useZeroPages: false, maxPageSharing: 4, checksum: (b) => (b.every((x) => x === 0) ? 0x10000 : pageKey), autoCompact: false })
+    const core = engine.core
+    const salt = core.saltOf("default")
+    const zeroSecond = secondKey(core.checksumOf(ZERO_FRAME), (0x10000 ^ salt) >>> 0)
+    pageKey = (((zeroSecond & 0xffff) | 0x7fff0000) ^ salt) >>> 0
+    const spaces = [0, 1, 2, 3].map(() => engine.createSpace({ size: 300 * 4096 }))
+    for (const s of spaces) {
+      s.fill(0, s.size, 0)
+      s.fill(0, 4096, 0x5a)
+    }
+    for (const s of spaces) s.merge()
+    expect(new Set(spaces.map((s) => s.pte[0])).size).toBe(1)
+    // 4 x 299 zero pages at 4 mappers per dup: 299 dups of the zero content, and the page's frame.
+    expect(engine.stats().pagesShared).toBe(299 + 1)
+    checkCounters(engine)
   })
 })
