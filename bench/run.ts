@@ -19,14 +19,15 @@ import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { kernelKsm } from "./kernel-ksm.ts"
 import { type BenchModule, type BenchResult, type BenchRow, fmt, type MachineInfo, machineInfo, passes } from "./lib.ts"
-import { memoryModel } from "./memory-model.ts"
+import { memoryReturnBench } from "./memory-return.ts"
 import { merge } from "./merge.ts"
 import { realMemory } from "./real-memory.ts"
 import { scanner } from "./scanner.ts"
 import { security } from "./security.ts"
+import { wordAccess } from "./word-access.ts"
 
 /** Every bench, in the order a full run takes them. */
-export const BENCHES: readonly BenchModule[] = [memoryModel, merge, kernelKsm, scanner, security, realMemory]
+export const BENCHES: readonly BenchModule[] = [wordAccess, memoryReturnBench, merge, kernelKsm, scanner, security, realMemory]
 
 /** Options of {@link runBenches}. */
 export interface RunOptions {
@@ -94,7 +95,9 @@ const RESULT_TAG = "SKSM-BENCH-RESULT "
 function runChild(name: string, quick: boolean, log: (line: string) => void): Promise<BenchResult> {
   // Under `tsx` the loader is in execArgv; a host that registered tsx another way gets it added.
   const loader = process.execArgv.some((a) => a.includes("tsx")) ? [] : ["--import", import.meta.resolve("tsx")]
-  const args = [...process.execArgv, ...loader, HERE, "--child", name, ...(quick ? ["--quick"] : [])]
+  // --expose-gc: the memory-return bench forces full GCs before reading RssAnon.
+  const gc = process.execArgv.includes("--expose-gc") ? [] : ["--expose-gc"]
+  const args = [...process.execArgv, ...gc, ...loader, HERE, "--child", name, ...(quick ? ["--quick"] : [])]
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] })
     // Ctrl-C / SIGTERM go to the child (kernel-ksm restores KSM settings on them); once it

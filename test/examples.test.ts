@@ -1,21 +1,9 @@
-import { spawn } from "node:child_process"
-import { fileURLToPath } from "node:url"
+/** The programs in examples/ run as their headers say and print what they promise. */
 import { describe, expect, it } from "vitest"
-
-const ROOT = fileURLToPath(new URL("../", import.meta.url))
+import { run } from "./helpers/spawn.ts"
 
 /** Run an example as its header says: npx tsx examples/<name>.ts */
-function example(name: string, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn("npx", ["tsx", `examples/${name}.ts`], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()))
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
-}
+const example = (name: string, env: Record<string, string> = {}) => run("npx", ["tsx", `examples/${name}.ts`], env)
 
 /** stderr minus npm's own configuration warnings. */
 const errors = (stderr: string) => stderr.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("npm warn"))

@@ -7,6 +7,7 @@
  * in full against the candidate, then remap. The key only finds candidates.
  */
 import { Busy, InvalidArgument, OutOfMemory } from "../errors.ts"
+import { defer } from "../platform.ts"
 import { FRAME_KSM, FRAME_SHARED, type FramePool, type SharingObserver, ZERO_FRAME } from "../memory/frames.ts"
 import { PAGE_KSM_ZERO, PAGE_MERGED, PAGE_PINNED, PAGE_UFFD_WP, PAGE_WRITABLE } from "../memory/flags.ts"
 import { secretWords } from "../memory/random.ts"
@@ -209,6 +210,7 @@ export class MergeCore implements SharingObserver {
   /** Sampled keys that crowded: their pages live at the second level (see findCandidate). */
   readonly #crowded = new Set<number>()
   #chainCache = { version: -1, chains: 0, dups: 0 }
+  #tidyScheduled = false
 
   /** `options` come from {@link resolveMergeCoreOptions}. */
   constructor(pool: FramePool, options: ResolvedMergeCoreOptions) {
@@ -294,8 +296,15 @@ export class MergeCore implements SharingObserver {
       }
     }
     report.scanned = p1 - p0
-    // merge() reserved an entry per page; give back what the range did not use.
-    this.table.shrink(this.#entryMoved)
+    // merge() reserved an entry per page: what the range did not use goes back on a later turn,
+    // not here (a host merging range after range would pay a pass over the table each time).
+    if (this.table.oversized && !this.#tidyScheduled) {
+      this.#tidyScheduled = true
+      defer(() => {
+        this.#tidyScheduled = false
+        this.tidy()
+      })
+    }
     this.scan?.rangeMerged(space, p0, p1)
     return report
   }
@@ -671,6 +680,16 @@ export class MergeCore implements SharingObserver {
     const e = this.pool.entry[from]!
     if (e >= 0) this.table.frame[e] = to
     if (from === this.#hintFrame) this.#hintFrame = -1 // the hint names a frame, which just moved
+  }
+
+  /**
+   * Table maintenance: give back the entry arrays a worst-case reservation left unused (merge()
+   * schedules it for a later turn; engine.maybeCompact() runs it at once). Never while a user
+   * callback of the engine runs. O(table) when it acts, O(1) otherwise.
+   */
+  tidy(): void {
+    if (this.pool.busy !== 0) return
+    this.table.shrink(this.#entryMoved)
   }
 
   // ---------------------------------------------------------------- unmerge (MADV_UNMERGEABLE)

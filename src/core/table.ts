@@ -156,28 +156,27 @@ export class MergeTable {
    * renumbered entry so back-pointers follow. Best effort: if memory is refused, nothing changes.
    */
   shrink(moved: (from: number, to: number) => void): void {
+    if (!this.oversized) return
     const live = this.#count
-    if (this.#capacity <= 64 || this.#capacity * 2 <= live * 3) return
     const cap = Math.max(64, Math.ceil(live * 1.0625))
-    let frame: Int32Array, key: Uint32Array, next: Int32Array, mappers: Uint16Array
+    let frame: Int32Array, key: Uint32Array, next: Int32Array, mappers: Uint16Array, order: Int32Array, renumber: Int32Array
     try {
       frame = new Int32Array(cap).fill(NONE)
       key = new Uint32Array(cap)
       next = new Int32Array(cap)
       mappers = new Uint16Array(cap)
-    } catch {
-      return
-    }
-    const order = this.entries()
-    let renumber: Int32Array
-    try {
+      order = new Int32Array(live)
       renumber = new Int32Array(this.#capacity)
     } catch {
       return
     }
-    for (let i = 0; i < order.length; i++) renumber[order[i]!] = i
+    // Live entries in bucket order (so each chain keeps its order), then the detached ones.
+    let k = 0
+    for (let b = 0; b <= this.#mask; b++) for (let e = this.#buckets[b]!; e !== NONE; e = this.next[e]!) order[k++] = e
+    for (let e = 0; e < this.#capacity; e++) if (this.next[e] === DETACHED && this.frame[e] !== NONE) order[k++] = e
+    for (let i = 0; i < live; i++) renumber[order[i]!] = i
     const overflow = new Map<number, number>()
-    for (let i = 0; i < order.length; i++) {
+    for (let i = 0; i < live; i++) {
       const e = order[i]!
       frame[i] = this.frame[e]!
       key[i] = this.key[e]!
@@ -203,7 +202,12 @@ export class MergeTable {
         // Keep the larger buckets: correct, just bigger.
       }
     }
-    for (let i = 0; i < order.length; i++) if (order[i] !== i) moved(order[i]!, i)
+    for (let i = 0; i < live; i++) if (order[i] !== i) moved(order[i]!, i)
+  }
+
+  /** Whether a worst-case reservation left the entry arrays at least half again too large (shrink would act). */
+  get oversized(): boolean {
+    return this.#capacity > 64 && this.#capacity * 2 > this.#count * 3
   }
 
   /** Every live entry (detached ones included), for statistics and checks (cold). */
@@ -256,14 +260,18 @@ export class MergeTable {
 
   #rehash(buckets: number): void {
     const fresh = new Int32Array(buckets).fill(NONE)
+    const tail = new Int32Array(buckets).fill(NONE)
     const mask = buckets - 1
+    // Append, chain by chain: entries of one new bucket keep their relative order (newest first).
     for (let b = 0; b <= this.#mask; b++) {
       let e = this.#buckets[b]!
       while (e !== NONE) {
         const n = this.next[e]!
         const nb = this.key[e]! & mask
-        this.next[e] = fresh[nb]!
-        fresh[nb] = e
+        this.next[e] = NONE
+        if (tail[nb] === NONE) fresh[nb] = e
+        else this.next[tail[nb]!] = e
+        tail[nb] = e
         e = n
       }
     }

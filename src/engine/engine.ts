@@ -140,10 +140,10 @@ export class Engine {
         this.#spaces.delete(space)
         this.#scanner?.spaceReleased(space)
       },
-      maybeCompact: () => this.maybeCompact(),
+      maybeCompact: () => this.#compactor.maybeCompact(),
       scanItemsOf: (space) => core.scan?.rmapItemsOf(space) ?? 0,
     }
-    this.#scanHost = { core, spaces: () => [...this.#spaces], maybeCompact: () => this.maybeCompact() }
+    this.#scanHost = { core, spaces: () => [...this.#spaces], maybeCompact: () => this.#compactor.maybeCompact() }
   }
 
   /** mmap(MAP_PRIVATE|MAP_ANONYMOUS): a new, unpopulated space of `options.size` bytes. */
@@ -195,12 +195,15 @@ export class Engine {
 
   /**
    * Run one automatic compaction step if the policy says so (see {@link AutoCompactOptions});
-   * returns its report, or null when it declined (O(1) then). The engine calls it after
-   * merge, unmerge, discard, dispose and unmergeAll; a background scanner calls it after a
-   * pass; a host may call it whenever it is idle (the kernel's kcompactd wake-up check).
+   * returns its report, or null when it declined (O(1) then). The engine runs the same check
+   * after merge, unmerge, discard, dispose and unmergeAll, and a background scanner after a
+   * pass, but leaves the store's final shrink (one copy of every live frame) to a later turn
+   * of the event loop, so a burst of frees and allocations does not pay it each time. A host
+   * calls this when it is idle (the kernel's kcompactd wake-up check): here the shrink runs now.
    */
   maybeCompact(): CompactReport | null {
-    return this.#compactor.maybeCompact()
+    this.#core.tidy()
+    return this.#compactor.maybeCompact(true)
   }
 
   /** The automatic compaction policy in force. */
@@ -241,7 +244,7 @@ export class Engine {
   unmergeAll(): void {
     this.#pool.assertIdle()
     this.#core.unmergeAll([...this.#spaces])
-    this.maybeCompact()
+    this.#compactor.maybeCompact()
   }
 
   /** /sys/kernel/mm/ksm/max_page_sharing. */

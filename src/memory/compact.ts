@@ -63,7 +63,7 @@ export function emptyCompactReport(): CompactReport {
  * budget. Throws OutOfMemory having changed nothing if its plan arrays cannot be allocated,
  * and Busy if called from inside a user callback of the engine.
  */
-export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budget: number): CompactReport {
+export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budget: number, shrinkNow = true): CompactReport {
   const t0 = nowMillis()
   // Not from inside a user callback: the merge that called it holds frame ids.
   if (pool.busy !== 0) pool.assertIdle()
@@ -179,10 +179,14 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
   }
 
   // ---- shrink the store once the slabs above `keep` are empty -------------------------------
+  let shrinkDeferred = false
   if (keep < nSlots) {
     let empty = true
     for (let s = keep; s < nSlots && empty; s++) empty = used[s] === 0
-    if (empty) {
+    // The shrink copies every live frame: an automatic step leaves it to a later turn, so a host
+    // that frees and reallocates in one burst (dispose a fork, fork again) does not pay it each time.
+    if (empty && !shrinkNow) shrinkDeferred = true
+    else if (empty) {
       const released = pool.shrink(keep)
       if (released > 0) {
         report.bytesReleased += released
@@ -196,7 +200,7 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
   report.framesRemaining = Math.max(0, toMove - moved)
   // A step that could move and moved nothing cannot make progress (e.g. a frame in use with no
   // PTE): report done rather than invite endless retries.
-  report.done = report.framesRemaining === 0 || (moved === 0 && budget > 0)
+  report.done = !shrinkDeferred && (report.framesRemaining === 0 || (moved === 0 && budget > 0))
   report.ms = nowMillis() - t0
   return report
 }
@@ -344,7 +348,7 @@ export class Compactor {
    * free, else return null. O(1) when it declines. A step that cannot get memory for its plan
    * is skipped (the call that triggered it already succeeded); other errors propagate.
    */
-  maybeCompact(): CompactReport | null {
+  maybeCompact(deferred = false): CompactReport | null {
     const st = this.#settings
     const pool = this.#pool
     // Declined inside a user callback (a merge holds frame ids) rather than throwing Busy.
@@ -355,7 +359,8 @@ export class Compactor {
     if (!this.#pending && pool.frees - this.#freesAtLast < pool.framesPerSlab) return null
     let r: CompactReport
     try {
-      r = this.#step(st.budgetPages)
+      // The shrink itself waits for a later turn when one is scheduled below (background).
+      r = this.#step(st.budgetPages, !st.background || deferred)
     } catch (e) {
       if (e instanceof SksmError && e._tag === "OutOfMemory") return null
       throw e
@@ -368,14 +373,14 @@ export class Compactor {
       this.#scheduled = true
       defer(() => {
         this.#scheduled = false
-        this.maybeCompact()
+        this.maybeCompact(true)
       })
     }
     return r
   }
 
-  #step(budget: number): CompactReport {
-    const r = compactStep(this.#pool, this.#spaces(), budget)
+  #step(budget: number, shrinkNow = true): CompactReport {
+    const r = compactStep(this.#pool, this.#spaces(), budget, shrinkNow)
     const t = this.#totals
     t.runs++
     t.framesMoved += r.framesMoved

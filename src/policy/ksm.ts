@@ -35,6 +35,12 @@ import { Pair, type PolicyParams, type ScanHost, ScannerBase, Slot } from "./sca
 const ITEM = 1
 /** meta state bit: the item is in the unstable index (UNSTABLE_FLAG). */
 const UNSTABLE = 2
+/**
+ * meta state bit: no item of this policy's, but the page merged and its item's oldchecksum, age
+ * and remaining_skips are kept (Linux 6.18 keeps them while the item is stable), so the page
+ * resumes from them if it is unshared. Cleared (with the fields) when the page goes away.
+ */
+const KEPT = 4
 
 /** skip_age(): how many visits smart scan skips after a scan of a page of this age. */
 function skipAge(age: number): number {
@@ -47,14 +53,24 @@ export class KsmSlot extends Slot {
   meta: Uint8Array | null = null
   /** oldchecksum per page; null until the first item. */
   sum: Uint32Array | null = null
+  /** Pages in KEPT state: merged, their item's fields kept (the arrays stay while any are). */
+  kept = 0
 
   override get bytes(): number {
     return (this.meta?.byteLength ?? 0) + (this.sum?.byteLength ?? 0)
   }
 }
 
-/** The "ksm" policy has no options of its own: only the common tunables. */
-export const KSM_OPTIONS = {} as const satisfies OptionSpecs
+/** The "ksm" policy's own options (beside the common tunables). */
+export const KSM_OPTIONS = {
+  /**
+   * Reset a page's rmap item (oldchecksum, smart-scan age and skips) when the page merges, as the
+   * newer mm tree does (its item's fields share a union with vm_pgoff while stable). `false` is
+   * Linux 6.18: the fields survive, so a merged page rewritten with the bytes it held rejoins its
+   * KSM page at the next visit, and smart scan's age goes on. Fixed at creation. @default false
+   */
+  resetOnUnshare: { kind: "bool", default: false, fixed: true },
+} as const satisfies OptionSpecs
 
 /**
  * The ksm policy. Create with `engine.scanner({ policy: "ksm" })`.
@@ -84,13 +100,14 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
     s.sum = null
     s.items = 0
     s.unstable = 0
+    s.kept = 0
   }
 
   protected pagesMergedElsewhere(s: KsmSlot, p0: number, p1: number): void {
     const meta = s.meta
     if (meta === null) return
     const fl = s.space.pflags
-    for (let pi = p0; pi < p1; pi++) if ((fl[pi]! & PAGE_MERGED) !== 0 && meta[pi * 4] !== 0) this.#dropItem(s, pi)
+    for (let pi = p0; pi < p1; pi++) if ((fl[pi]! & PAGE_MERGED) !== 0 && (meta[pi * 4]! & ITEM) !== 0) this.#toCore(s, pi)
   }
 
   /**
@@ -121,7 +138,7 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
       const m = pi * 4
       if ((b & PAGE_MERGED) !== 0) {
         // A KSM page already on its stable node: never skipped, nothing to do.
-        if (meta !== null && meta[m] !== 0) this.#dropItem(slot, pi)
+        if (meta !== null && (meta[m]! & ITEM) !== 0) this.#toCore(slot, pi)
         this.pos = pi + 1
         this.rScanned++
         if (--budget === 0) return 0
@@ -134,7 +151,8 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
       }
       let st = meta[m]!
       if ((st & ITEM) === 0) {
-        // get_next_rmap_item: a new, zeroed item.
+        // get_next_rmap_item: a new item (zeroed, or resuming the fields a merge kept: KEPT).
+        if ((st & KEPT) !== 0) slot.kept--
         meta[m] = st = ITEM
         slot.items++
         this.items++
@@ -161,7 +179,7 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
       if (--budget === 0) return 0
     }
     // End of this space: items past the last visited page were freed in the loop above.
-    if (slot.items === 0 && slot.meta !== null) this.clearSlot(slot)
+    if (slot.items === 0 && slot.kept === 0 && slot.meta !== null) this.clearSlot(slot)
     this.nextSlot()
     return budget
   }
@@ -172,7 +190,7 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
     if ((this.pool.flags[f]! & FRAME_KSM) !== 0) {
       // A KSM page inherited by fork: joined before any checksum (max_page_sharing_bypass).
       this.stableStep(slot, pi, f, false)
-      this.#dropItem(slot, pi)
+      this.#toCore(slot, pi)
       return
     }
     if ((meta[pi * 4]! & UNSTABLE) !== 0) this.#leaveIndex(slot, pi)
@@ -186,7 +204,7 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
     }
     if (space.secure) {
       const o = this.secureCandidate(slot, pi)
-      if (o === Outcome.Merged || o === Outcome.Inserted || o === Outcome.Crowded) this.#dropItem(slot, pi)
+      if (o === Outcome.Merged || o === Outcome.Inserted || o === Outcome.Crowded) this.#toCore(slot, pi)
       return
     }
     // write_protect_page refuses a page with extra references (a pin): it can be indexed, never merged.
@@ -194,7 +212,7 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
     const o = this.stableStep(slot, pi, f, pinned)
     // A zero-mapped page's item stays until the next pass frees it (the kernel's zero-page PTE
     // is not visited), counted as volatile meanwhile, as in the kernel.
-    if (o === Outcome.Merged) this.#dropItem(slot, pi)
+    if (o === Outcome.Merged) this.#toCore(slot, pi)
     if (o !== -1) return
     // unstable_tree_search_insert over the full checksum (salted), then the pair's table key.
     this.pairSearch(slot, pi, f, pinned, (sum ^ slot.salt) >>> 0, core.lastKey)
@@ -216,8 +234,8 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
   }
 
   protected paired(keep: KsmSlot, kpi: number, join: KsmSlot, jpi: number): void {
-    this.#dropItem(join, jpi)
-    this.#dropItem(keep, kpi)
+    this.#toCore(join, jpi)
+    this.#toCore(keep, kpi)
   }
 
   /** remove_rmap_item_from_tree for an UNSTABLE item (pages_unshared--). */
@@ -228,11 +246,32 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
     this.unshared--
   }
 
+  /**
+   * Page `pi` merged: its rmap item now lives in the core (PAGE_MERGED). The policy's item ends;
+   * its oldchecksum, age and skips are kept for the page's return (6.18), unless resetOnUnshare.
+   */
+  #toCore(slot: KsmSlot, pi: number): void {
+    if (this.o.resetOnUnshare) return this.#dropItem(slot, pi)
+    const meta = slot.meta!
+    const st = meta[pi * 4]!
+    if ((st & UNSTABLE) !== 0) {
+      slot.unstable--
+      this.unshared--
+    }
+    if ((st & ITEM) !== 0) {
+      slot.items--
+      this.items--
+    }
+    if ((st & KEPT) === 0) slot.kept++
+    meta[pi * 4] = KEPT
+  }
+
   /** Free page `pi`'s item (zeroed, so a new one starts from scratch). */
   #dropItem(slot: KsmSlot, pi: number): void {
     const meta = slot.meta!
     const m = pi * 4
     const st = meta[m]!
+    if ((st & KEPT) !== 0) slot.kept--
     if ((st & UNSTABLE) !== 0) {
       slot.unstable--
       this.unshared--

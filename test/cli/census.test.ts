@@ -1,3 +1,8 @@
+/**
+ * The page census behind `sksm estimate` (src/cli/census.ts): ksmCounts follows the kernel's
+ * max_page_sharing rule (against greedy grouping), and PageCensus counts contents, zero pages
+ * and per-region savings that add up to the totals.
+ */
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { ksmCounts, PageCensus } from "../../src/cli/census.ts"

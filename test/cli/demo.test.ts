@@ -1,20 +1,10 @@
-import { spawn } from "node:child_process"
+/** `npm start` (the demo) end to end, with the small fleet: it merges, charts and resumes. */
 import { existsSync, readFileSync, rmSync } from "node:fs"
 import { describe, expect, it } from "vitest"
-import { ROOT } from "./spawn.ts"
+import { run } from "../helpers/spawn.ts"
 
 /** `npm start` exactly as CI runs it, with the small fleet. */
-function npmStart(): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn("npm", ["start", "--silent"], { cwd: ROOT, env: { ...process.env, SKSM_DEMO_SMALL: "1" }, stdio: ["ignore", "pipe", "pipe"] })
-    let stdout = ""
-    let stderr = ""
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()))
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()))
-    child.on("error", reject)
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  })
-}
+const npmStart = () => run("npm", ["start", "--silent"], { SKSM_DEMO_SMALL: "1" })
 
 describe("npm start (sksm demo, small fleet)", () => {
   it("merges the fleet, writes the chart, and resumes an interpreter that carries on", async () => {

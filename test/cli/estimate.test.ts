@@ -1,3 +1,7 @@
+/**
+ * `sksm estimate` end to end: exact KSM counts for memory-image files and a live process's
+ * memory, its flags, its readable report, and one-line errors with a non-zero exit.
+ */
 import { spawn } from "node:child_process"
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"

@@ -1,3 +1,4 @@
+/** The `sksm` command line (src/cli/main.ts): help, version, exit codes and one-line errors. */
 import { describe, expect, it } from "vitest"
 import { oneLine, sksm } from "./spawn.ts"
 

@@ -6,6 +6,7 @@
  *   a secure page mapping a table frame is never writable.
  * Plus snapshots of everything a failed call must leave unchanged.
  */
+import { expect } from "vitest"
 import type { AddressSpace } from "./internals.ts"
 import type { Engine } from "./internals.ts"
 import { FRAME_KSM, ZERO_FRAME } from "../../src/memory/frames.ts"
@@ -76,16 +77,24 @@ export interface Snapshot {
 /**
  * A failed call may keep memory it reserved before a later allocation point failed (slabs,
  * table capacity): the figures derived from reserved memory (generalProfit, profitReturned)
- * are left out; every other counter must be exact.
+ * are left out unless `exact` (a call refused before it reserved anything); every other
+ * counter must be exact.
  */
-export function snapshot(engine: Engine): Snapshot {
+export function snapshot(engine: Engine, exact = false): Snapshot {
   const spaces = engine.spaces()
-  const { generalProfit: _g, profitReturned: _p, ...rest } = engine.stats() as unknown as Record<string, unknown>
+  const { generalProfit, profitReturned, ...rest } = engine.stats()
   return {
     contents: spaces.map((s) => s.read(0, s.size)),
-    stats: rest,
+    stats: exact ? { ...rest, generalProfit, profitReturned } : rest,
     framesInUse: engine.memory().framesInUse,
     ksmStat: spaces.map((s) => s.ksmStat()),
     spaces: spaces.length,
   }
+}
+
+/** `after` equals `before` (contents compared with memcmp first: expect's deep equality is slow on large arrays). */
+export function expectUnchanged(before: Snapshot, after: Snapshot, message: string): void {
+  const same = before.contents.length === after.contents.length && before.contents.every((c, i) => Buffer.compare(c, after.contents[i]!) === 0)
+  if (same) expect({ ...after, contents: [] }, message).toEqual({ ...before, contents: [] })
+  else expect(after, message).toEqual(before)
 }

@@ -12,6 +12,7 @@ import { PageCategory as IndexPageCategory } from "../../src/index.ts"
 import { PAGE_KSM_ZERO, PAGE_SOFT_DIRTY, PAGE_UFFD_REG, PAGE_UFFD_WP, PAGE_WRITABLE } from "../../src/memory/flags.ts"
 import { PageCategory, type PagemapScanArgs, type PagemapScanResult, type PageRegion } from "../../src/memory/pagemap.ts"
 import { checkCounters } from "../helpers/recount.ts"
+import { expectTag } from "../helpers/errors.ts"
 
 const PS = 4096
 const { WPALLOWED, WRITTEN, FILE, PRESENT, SWAPPED, PFNZERO, HUGE, SOFT_DIRTY } = PageCategory
@@ -88,17 +89,6 @@ const LEN = (r: PageRegion | undefined): number => (r === undefined ? -1 : (r.en
 /** Everything a scan may change or that must not change: flags, page table, counters. */
 function snapshot(a: AddressSpace): unknown {
   return { pflags: Array.from(a.pflags), pte: Array.from(a.pte), cow: a.cowFaults, stats: engineOf.get(a)!.stats() }
-}
-
-function expectTag(fn: () => unknown, tag: string): void {
-  let thrown: unknown
-  try {
-    fn()
-  } catch (e) {
-    thrown = e
-  }
-  expect(thrown, `expected ${tag}`).toBeInstanceOf(Error)
-  expect((thrown as { _tag?: string })._tag).toBe(tag)
 }
 
 describe("PageCategory", () => {
@@ -817,46 +807,37 @@ describe("property: pagemapScan equals the naive per-page reference", () => {
         const engine = new Engine()
         const a = space(N, engine)
         for (const op of ops) {
-          const n = op.k === "write" || op.k === "scan" ? 0 : Math.min(op.n, N - op.page)
-          switch (op.k) {
-            case "write":
-              a.writeU8(op.page * PS + 7, op.byte)
-              break
-            case "fill":
-              a.fill(op.page * PS, n * PS, op.byte)
-              break
-            case "discard":
-              a.discard(op.page * PS, n * PS)
-              break
-            case "protect":
-              a.writeProtect(op.page * PS, n * PS, op.on)
-              break
-            case "merge":
-              a.merge(op.page * PS, n * PS)
-              break
-            case "unmerge":
-              a.unmerge(op.page * PS, n * PS)
-              break
-            case "scan": {
-              const want = reference(a.pflags, a.pte, op.args)
-              const before = snapshot(a)
-              let got: PagemapScanResult | undefined
-              let err: unknown
-              try {
-                got = a.pagemapScan(op.args)
-              } catch (e) {
-                err = e
-              }
-              if (want.error) {
-                expect((err as { _tag?: string } | undefined)?._tag).toBe("InvalidArgument")
-                expect(snapshot(a)).toEqual(before)
-              } else {
-                expect(err).toBeUndefined()
-                expect(got).toEqual({ regions: want.regions, walkEnd: want.walkEnd })
-                expect(Array.from(a.pflags)).toEqual(want.pflags)
-              }
-              break
-            }
+          if (op.k === "write") {
+            a.writeU8(op.page * PS + 7, op.byte)
+            continue
+          }
+          if (op.k !== "scan") {
+            // A range op on pages [page, page + n).
+            const [addr, len] = [op.page * PS, Math.min(op.n, N - op.page) * PS]
+            if (op.k === "fill") a.fill(addr, len, op.byte)
+            else if (op.k === "discard") a.discard(addr, len)
+            else if (op.k === "protect") a.writeProtect(addr, len, op.on)
+            else if (op.k === "merge") a.merge(addr, len)
+            else a.unmerge(addr, len)
+            continue
+          }
+          // A scan: the result, or the refusal, equals the reference's.
+          const want = reference(a.pflags, a.pte, op.args)
+          const before = snapshot(a)
+          let got: PagemapScanResult | undefined
+          let err: unknown
+          try {
+            got = a.pagemapScan(op.args)
+          } catch (e) {
+            err = e
+          }
+          if (want.error) {
+            expect((err as { _tag?: string } | undefined)?._tag).toBe("InvalidArgument")
+            expect(snapshot(a)).toEqual(before)
+          } else {
+            expect(err).toBeUndefined()
+            expect(got).toEqual({ regions: want.regions, walkEnd: want.walkEnd })
+            expect(Array.from(a.pflags)).toEqual(want.pflags)
           }
         }
         checkCounters(engine)

@@ -1,7 +1,12 @@
+/**
+ * The memory model of a space (src/memory/space.ts): reads, writes and fills across pages,
+ * discard, fork's copy-on-write, pins, dispose, and typed errors that change nothing.
+ */
 import { describe, expect, it } from "vitest"
 import { Engine } from "../helpers/internals.ts"
 import type { AddressSpace } from "../helpers/internals.ts"
 import { checkCounters } from "../helpers/recount.ts"
+import { rejects } from "../helpers/errors.ts"
 
 const PS = 4096
 
@@ -10,31 +15,6 @@ function setup(pages = 8, opts = {}): { engine: Engine; a: AddressSpace } {
   return { engine, a: engine.createSpace({ size: pages * PS, name: "a" }) }
 }
 
-/** Everything observable: contents of every space, stats, memory. */
-function observe(engine: Engine): unknown {
-  return {
-    contents: engine.spaces().map((s) => Buffer.from(s.read(0, s.size)).toString("base64")),
-    stats: engine.stats(),
-    memory: engine.memory(),
-    ksm: engine.spaces().map((s) => s.ksmStat()),
-    pins: engine.spaces().map((s) => s.pinnedPages),
-  }
-}
-
-/** `fn` throws an error with `tag` and nothing observable changes. */
-function rejects(engine: Engine, tag: string, fn: () => unknown): void {
-  const before = observe(engine)
-  let thrown: unknown
-  try {
-    fn()
-  } catch (e) {
-    thrown = e
-  }
-  expect(thrown, `expected ${tag}`).toBeInstanceOf(Error)
-  expect((thrown as { _tag?: string })._tag).toBe(tag)
-  expect(observe(engine)).toEqual(before)
-  checkCounters(engine)
-}
 
 describe("space basics", () => {
   it("reads zeros from a never-written space without populating it", () => {
@@ -151,16 +131,6 @@ describe("space basics", () => {
     a.dispose() // idempotent
   })
 
-  it("memory() is honest: reserved slab bytes, metadata per page, spaces", () => {
-    const { engine, a } = setup(256)
-    a.fill(0, a.size, 1)
-    const m = engine.memory()
-    expect(m.framesInUse).toBe(256)
-    expect(m.bytesReserved).toBeGreaterThanOrEqual(257 * PS)
-    expect(m.bytesReserved).toBe((m.framesInUse + m.framesFree + 1) * PS)
-    expect(m.metadataBytes / 256).toBeLessThanOrEqual(32)
-    expect(m.spaces).toBe(1)
-  })
 })
 
 describe("errors: typed, and nothing changes", () => {
@@ -236,17 +206,4 @@ describe("errors: typed, and nothing changes", () => {
     expect(a.readU8(7 * 512)).toBe(1)
   })
 
-  it("tunables: InvalidArgument below 2, Busy while pages are shared", () => {
-    const { engine, a } = setup()
-    a.fill(0, 2 * PS, 1)
-    a.merge()
-    rejects(engine, "InvalidArgument", () => engine.setMaxPageSharing(1))
-    rejects(engine, "InvalidArgument", () => engine.setMaxPageSharing(2.5))
-    rejects(engine, "Busy", () => engine.setMaxPageSharing(10))
-    engine.setMaxPageSharing(256) // same value: fine
-    rejects(engine, "InvalidArgument", () => engine.setUseZeroPages(1 as unknown as boolean))
-    engine.unmergeAll()
-    engine.setMaxPageSharing(10)
-    expect(engine.maxPageSharing).toBe(10)
-  })
 })

@@ -11,6 +11,7 @@ import { Engine } from "../helpers/internals.ts"
 import { PAGE_UFFD_REG, PAGE_UFFD_WP, PAGE_WRITABLE } from "../../src/memory/flags.ts"
 import { PageCategory, type PageRegion } from "../../src/memory/pagemap.ts"
 import { checkCounters } from "../helpers/recount.ts"
+import { expectTag } from "../helpers/errors.ts"
 
 const PS = 4096
 const { WPALLOWED, WRITTEN, PRESENT } = PageCategory
@@ -34,15 +35,6 @@ function collect(a: AddressSpace): PageRegion[] {
   return a.pagemapScan({ start: 0, end: a.size, categoryMask: WRITTEN, returnMask: WRITTEN, wpMatching: true, checkWpAsync: true }).regions
 }
 
-function expectTag(fn: () => unknown, tag: string): void {
-  let thrown: unknown
-  try {
-    fn()
-  } catch (e) {
-    thrown = e
-  }
-  expect((thrown as { _tag?: string } | undefined)?._tag).toBe(tag)
-}
 
 describe("writeProtect (uffd-wp async)", () => {
   it("a write to a protected private page clears the protection in place: no copy, no new frame", () => {

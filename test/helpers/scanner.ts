@@ -2,10 +2,10 @@
  * Shared helpers of the scanner tests: the selftests' ksm_start() (wait two full scans),
  * range_maps_duplicates(), and a recount of the scanner's own counters.
  */
-import type { AddressSpace } from "../helpers/internals.ts"
-import type { Engine } from "../helpers/internals.ts"
+import type { AddressSpace } from "./internals.ts"
+import type { Engine } from "./internals.ts"
 import type { ScannerOptions } from "../../src/policy/registry.ts"
-import type { Scanner } from "../helpers/internals.ts"
+import type { Scanner } from "./internals.ts"
 
 export const PS = 4096
 

@@ -7,7 +7,7 @@ import { Engine } from "../helpers/internals.ts"
 import { PAGE_MERGED, PAGE_UFFD_REG, PAGE_UFFD_WP, PAGE_WRITABLE } from "../../src/memory/flags.ts"
 import { PageCategory } from "../../src/memory/pagemap.ts"
 import { checkCounters } from "../helpers/recount.ts"
-import { allBytes, checkScanCounters, filled, fullScans, PS } from "./helpers.ts"
+import { allBytes, checkScanCounters, filled, fullScans, PS } from "../helpers/scanner.ts"
 
 /** A space of `pages` pages, page p holding the u32 `value(p)` at offset 0 and 0x11 elsewhere. */
 function pagesOf(engine: Engine, pages: number, value: (p: number) => number) {
