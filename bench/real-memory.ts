@@ -21,7 +21,7 @@ import { census, expected, type Expected } from "../scripts/workloads/oracle.ts"
 import { Engine } from "../test/helpers/internals.ts"
 import { kernelOnImages, type KsmdConvergence } from "./kernel-real.ts"
 import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, consume, fmt, GB, median, MiB } from "./lib.ts"
-import { worstCase } from "./real-worst.ts"
+import { laterTurn, worstCase } from "./real-worst.ts"
 import { makeWorkload, populate } from "./workload.ts"
 
 /** A workload as the bench sees it: images in memory and, for the kernel, on disk. */
@@ -40,7 +40,7 @@ export interface MergeFigures {
 }
 
 /** Write the images into fresh spaces of one engine (untimed), then time merge() of each. */
-export function timeMergeImages(images: readonly Uint8Array[], iterations: number): MergeFigures {
+export async function timeMergeImages(images: readonly Uint8Array[], iterations: number): Promise<MergeFigures> {
   const walls: number[] = []
   const cpus: number[] = []
   let counters: Expected | null = null
@@ -63,6 +63,7 @@ export function timeMergeImages(images: readonly Uint8Array[], iterations: numbe
       cpus.push((c.user + c.system) / 1e6)
     }
     for (const s of spaces) s.dispose()
+    await laterTurn()
   }
   return { wall: median(walls), cpu: median(cpus), counters: counters! }
 }
@@ -141,11 +142,11 @@ export const realMemory: BenchModule = {
       const kernel = await kernelOnImages(subjects.map((s) => ({ label: s.name, files: s.files })), { log: opts.log })
       if (kernel.status === "skipped") notes.push(`Kernel comparison skipped: ${kernel.reason}.`)
       // Warm the JIT on W first, so the first workload measured is not charged for compiling merge().
-      timeMergeImages(subjects.at(-1)!.images, 2)
+      await timeMergeImages(subjects.at(-1)!.images, 2)
       const table = ["| workload | MiB | merge() wall / CPU | GB/s (read bound: JS loop; native memcmp) | ksmd CPU to converge (total) | scans | sksm shared / sharing / zero | kernel shared / sharing / zero | oracle |", "|---|---|---|---|---|---|---|---|---|"]
       for (const s of subjects) {
         opts.log(`real-memory: merge() of ${s.name} (${iterations} runs)`)
-        const t = timeMergeImages(s.images, iterations)
+        const t = await timeMergeImages(s.images, iterations)
         const bound = readBound(s.images, iterations)
         const oracle = expected(census(s.images), 256, true)
         const gbps = s.bytes / GB / t.wall
@@ -170,7 +171,7 @@ export const realMemory: BenchModule = {
         )
       }
       opts.log("real-memory: worst case")
-      const worst = worstCase(opts.quick ? 3 : 7)
+      const worst = await worstCase(opts.quick ? 3 : 7)
       rows.push(...worst.rows)
       notes.push(...worst.notes)
     } finally {
