@@ -48,7 +48,16 @@ export function show(value: unknown): string {
     case "function":
       return "a function"
     default:
-      return value === null ? "null" : isArray(value) ? "an array" : "an object"
+      return value === null ? "null" : isArrayish(value) ? "an array" : "an object"
+  }
+}
+
+/** Array.isArray that never throws (it throws on a revoked Proxy). */
+function isArrayish(value: unknown): boolean {
+  try {
+    return isArray(value)
+  } catch {
+    return false
   }
 }
 
@@ -172,7 +181,7 @@ export interface ReadOptionsRules {
  */
 export function readOptions(what: string, value: unknown, keys: readonly string[], rules: ReadOptionsRules = {}): Readonly<Record<string, unknown>> {
   if (value === undefined) return freeze({})
-  if (typeof value !== "object" || value === null || isArray(value)) {
+  if (typeof value !== "object" || value === null || isArrayish(value)) {
     throw new InvalidArgument(`${what} must be an object { ${keys.join(", ")} }, got ${show(value)}`)
   }
   const obj = value as Record<string, unknown>
@@ -206,7 +215,7 @@ export function readOptions(what: string, value: unknown, keys: readonly string[
  * A Proxy's throwing trap becomes InvalidArgument.
  */
 export function readStringArray(name: string, value: unknown): readonly string[] {
-  if (!isArray(value)) throw new InvalidArgument(`${name} must be an array of non-empty strings, got ${show(value)}`)
+  if (!isArrayish(value)) throw new InvalidArgument(`${name} must be an array of non-empty strings, got ${show(value)}`)
   const out: string[] = []
   try {
     const n = (value as unknown[]).length
@@ -226,7 +235,13 @@ export function checkFunction(name: string, value: unknown): (...args: never[]) 
 
 /** The message of something the caller's code threw, without running more of its code. */
 export function errorText(e: unknown): string {
-  if (e instanceof Error) {
+  let isError = false
+  try {
+    isError = e instanceof Error
+  } catch {
+    // A revoked Proxy throws on instanceof.
+  }
+  if (isError) {
     try {
       const m = Object.getOwnPropertyDescriptor(e, "message")?.value
       return typeof m === "string" ? m : show(e)

@@ -132,7 +132,11 @@ export class MergeTable {
     if (p === e) {
       this.#buckets[b] = this.next[e]!
     } else {
-      while (this.next[p] !== e) p = this.next[p]!
+      while (this.next[p] !== e) {
+        // An entry that is not in its bucket (a detached one) breaks the caller's precondition.
+        if (p === NONE) throw new Error(`merge table: entry ${e} is not in its bucket`)
+        p = this.next[p]!
+      }
       this.next[p] = this.next[e]!
     }
   }

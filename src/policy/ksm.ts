@@ -1,15 +1,16 @@
 /**
- * Policy "ksm": ksmd's algorithm (mm/ksm.c, Linux 6.16 with the newer tree's rmap reset),
- * page by page over the engine's spaces, on the shared merge core.
+ * Policy "ksm": ksmd's algorithm (mm/ksm.c as in Linux 6.18), page by page over the engine's
+ * spaces, on the shared merge core.
  *
  * Per page (rmap item), in typed arrays owned by this policy, 8 bytes a page, allocated for a
  * space only once it has a page to track:
  *   meta[4*pi]   state: ITEM (an rmap item exists) | UNSTABLE (in the unstable index)
  *   meta[4*pi+1] age (smart scan), meta[4*pi+2] remaining_skips, meta[4*pi+3] seqnr of the
  *   unstable insertion; sum[pi] oldchecksum.
- * A merged page's rmap item is the core's (PAGE_MERGED): this policy drops its own item when
- * a page merges, so a page that is unshared later starts over with a zeroed item (the newer
- * kernel's reset of oldchecksum/age when an item leaves the stable tree).
+ * A merged page's rmap item is the core's (PAGE_MERGED): this policy's item ends when the page
+ * merges, but its oldchecksum, age and skips are kept (state KEPT), as 6.18 keeps them while the
+ * item is stable, so an unshared page resumes from them. `resetOnUnshare` zeroes them instead,
+ * as the newer mm tree does.
  *
  * cmp_and_merge_page, in the kernel's order:
  * 1. a page mapping a table frame: already an rmap entry -> nothing; else (inherited by fork)
@@ -253,24 +254,13 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
   #toCore(slot: KsmSlot, pi: number): void {
     if (this.o.resetOnUnshare) return this.#dropItem(slot, pi)
     const meta = slot.meta!
-    const st = meta[pi * 4]!
-    if ((st & UNSTABLE) !== 0) {
-      slot.unstable--
-      this.unshared--
-    }
-    if ((st & ITEM) !== 0) {
-      slot.items--
-      this.items--
-    }
-    if ((st & KEPT) === 0) slot.kept++
+    this.#endItem(slot, meta[pi * 4]!)
+    slot.kept++
     meta[pi * 4] = KEPT
   }
 
-  /** Free page `pi`'s item (zeroed, so a new one starts from scratch). */
-  #dropItem(slot: KsmSlot, pi: number): void {
-    const meta = slot.meta!
-    const m = pi * 4
-    const st = meta[m]!
+  /** The counts of an item in state `st` leave with it (a KEPT page's count too). */
+  #endItem(slot: KsmSlot, st: number): void {
     if ((st & KEPT) !== 0) slot.kept--
     if ((st & UNSTABLE) !== 0) {
       slot.unstable--
@@ -280,6 +270,13 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
       slot.items--
       this.items--
     }
+  }
+
+  /** Free page `pi`'s item (zeroed, so a new one starts from scratch). */
+  #dropItem(slot: KsmSlot, pi: number): void {
+    const meta = slot.meta!
+    const m = pi * 4
+    this.#endItem(slot, meta[m]!)
     meta[m] = 0
     meta[m + 1] = 0
     meta[m + 2] = 0
