@@ -16,7 +16,7 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { dirname, join } from "node:path"
+import { basename, dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, fmt, GB, MiB, PAGE } from "./lib.ts"
 import { timeMerge } from "./merge.ts"
@@ -96,13 +96,13 @@ export function kernelKsmUnavailable(): string | null {
 /** Outcome of {@link buildHelper}. */
 export type BuildResult = { readonly ok: true; readonly path: string; readonly dir: string } | { readonly ok: false; readonly reason: string }
 
-/** Compile ksm_w.c with cc into `dir` (a new temporary directory by default). */
-export function buildHelper(dir: string = mkdtempSync(join(tmpdir(), "sksm-ksm-"))): BuildResult {
+/** Compile `source` (ksm_w.c by default) with cc into `dir` (a new temporary directory by default). */
+export function buildHelper(dir: string = mkdtempSync(join(tmpdir(), "sksm-ksm-")), source: string = HELPER_SOURCE): BuildResult {
   const missing = ccMissing()
   if (missing !== null) return { ok: false, reason: missing }
-  const out = join(dir, "ksm_w")
-  const r = spawnSync("cc", ["-O2", "-Wall", "-o", out, HELPER_SOURCE], { encoding: "utf8" })
-  if (r.error !== undefined || r.status !== 0) return { ok: false, reason: `cc failed to build ${HELPER_SOURCE}: ${r.stderr || r.error?.message || `status ${r.status}`}` }
+  const out = join(dir, basename(source, ".c"))
+  const r = spawnSync("cc", ["-O2", "-Wall", "-o", out, source], { encoding: "utf8" })
+  if (r.error !== undefined || r.status !== 0) return { ok: false, reason: `cc failed to build ${source}: ${r.stderr || r.error?.message || `status ${r.status}`}` }
   return { ok: true, path: out, dir }
 }
 
@@ -117,8 +117,13 @@ export interface Helper {
 
 /** Start the helper and wait for its READY line (it has mapped, filled and madvised W). */
 export function startHelper(path: string, bytes: number, dup: number, contents: number, seed: number, timeoutMs = 120_000): Promise<Helper> {
+  return startHelperWith(path, [String(bytes), String(dup), String(contents), String(seed)], timeoutMs)
+}
+
+/** Start a helper with `args` and wait for its "READY pages=N dup_pages=D" line. */
+export function startHelperWith(path: string, args: readonly string[], timeoutMs = 120_000): Promise<Helper> {
   return new Promise((resolve, reject) => {
-    const child: ChildProcess = spawn(path, [String(bytes), String(dup), String(contents), String(seed)], { stdio: ["pipe", "pipe", "pipe"] })
+    const child: ChildProcess = spawn(path, args, { stdio: ["pipe", "pipe", "pipe"] })
     let out = ""
     let err = ""
     let done = false
@@ -163,7 +168,7 @@ export function readKsm(name: string): string {
   return sel !== null ? sel[1]! : v
 }
 
-function writeKsm(name: string, value: string | number): void {
+export function writeKsm(name: string, value: string | number): void {
   writeFileSync(join(KSM_SYSFS, name), String(value))
 }
 
@@ -171,7 +176,7 @@ function writeKsm(name: string, value: string | number): void {
  * The settings this driver changes, saved before the first write and put back by
  * `restore()`, which is synchronous so it can also run from a signal handler.
  */
-class KsmSettings {
+export class KsmSettings {
   readonly #saved = new Map<string, string>()
   #runTouched = false
 
@@ -208,7 +213,7 @@ class KsmSettings {
 }
 
 /** A lock file so two drivers never drive ksmd at once. Returns a release function or a reason. */
-function lock(): (() => void) | string {
+export function lock(): (() => void) | string {
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fd = openSync(LOCK, "wx")

@@ -21,12 +21,13 @@ import { kernelKsm } from "./kernel-ksm.ts"
 import { type BenchModule, type BenchResult, type BenchRow, fmt, type MachineInfo, machineInfo, passes } from "./lib.ts"
 import { memoryReturnBench } from "./memory-return.ts"
 import { merge } from "./merge.ts"
+import { realMemory } from "./real-memory.ts"
 import { scanner } from "./scanner.ts"
 import { security } from "./security.ts"
 import { wordAccess } from "./word-access.ts"
 
 /** Every bench, in the order a full run takes them. */
-export const BENCHES: readonly BenchModule[] = [wordAccess, memoryReturnBench, merge, kernelKsm, scanner, security]
+export const BENCHES: readonly BenchModule[] = [wordAccess, memoryReturnBench, merge, kernelKsm, scanner, security, realMemory]
 
 /** Options of {@link runBenches}. */
 export interface RunOptions {
