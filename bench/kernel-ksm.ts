@@ -245,6 +245,56 @@ export function lock(): (() => void) | string {
   return `cannot take ${LOCK}`
 }
 
+/** What {@link withKernelKsm} gives its callback. */
+export interface KsmControl {
+  /** Write a setting (saved first, restored afterwards). */
+  set(name: string, value: string | number): void
+  /** Read a setting or counter. */
+  read(name: string): number
+}
+
+/**
+ * Drive the kernel's KSM for `fn` with the same guarantees as {@link runKernelKsm}: refuse when
+ * not possible or when KSM is in use (run != 0 or pages shared), take the lock, and restore every
+ * setting written through `ksm.set` (after run=2) at the end, on error, and on SIGINT/SIGTERM
+ * (`onAbort` then runs first, synchronously, to stop processes `fn` started).
+ */
+export async function withKernelKsm<T>(fn: (ksm: KsmControl) => Promise<T>, onAbort: () => void = () => {}): Promise<{ readonly status: "skipped"; readonly reason: string } | { readonly status: "ok"; readonly value: T; readonly settingsBefore: Record<string, string>; readonly restoreFailures: string[] }> {
+  if (process.platform !== "linux") return { status: "skipped", reason: `not Linux (platform ${process.platform})` }
+  if (!existsSync(join(KSM_SYSFS, "run"))) return { status: "skipped", reason: `${KSM_SYSFS} is absent (kernel without CONFIG_KSM, or sysfs not mounted)` }
+  if (typeof process.getuid !== "function" || process.getuid() !== 0) return { status: "skipped", reason: "not root: the KSM sysfs settings are writable by root only" }
+  const run0 = readKsm("run")
+  const shared0 = num("pages_shared")
+  const sharing0 = num("pages_sharing")
+  if (run0 !== "0" || shared0 !== 0 || sharing0 !== 0) return { status: "skipped", reason: `KSM is in use on this machine (run=${run0}, pages_shared=${shared0}, pages_sharing=${sharing0}); not disturbing it` }
+  const unlock = lock()
+  if (typeof unlock === "string") return { status: "skipped", reason: unlock }
+  const settings = new KsmSettings()
+  let exiting = false
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (exiting) return
+    exiting = true
+    onAbort()
+    const failures = settings.restore()
+    if (failures.length > 0) process.stderr.write(`kernel-ksm: could not restore: ${failures.join("; ")}\n`)
+    unlock()
+    process.exit(sig === "SIGINT" ? 130 : 143)
+  }
+  process.on("SIGINT", onSignal)
+  process.on("SIGTERM", onSignal)
+  try {
+    if (existsSync(join(KSM_SYSFS, "advisor_mode")) && readKsm("advisor_mode") !== "none") settings.set("advisor_mode", "none")
+    const value = await fn({ set: (name, v) => settings.set(name, v), read: num })
+    const settingsBefore = settings.saved()
+    return { status: "ok", value, settingsBefore, restoreFailures: settings.restore() }
+  } finally {
+    settings.restore()
+    process.removeListener("SIGINT", onSignal)
+    process.removeListener("SIGTERM", onSignal)
+    unlock()
+  }
+}
+
 // ------------------------------------------------------------------ measuring
 
 /** One ksmd run from run=1 until pages_sharing reaches the prediction (or the time bound). */

@@ -10,7 +10,7 @@ type Options = NonNullable<ParseArgsConfig["options"]>
 /** parseArgs in strict mode; a bad flag becomes a usage error naming the command. */
 export function parse<O extends Options>(command: string, args: readonly string[], options: O, positionals = false) {
   try {
-    return parseArgs({ args: [...args], options, strict: true, allowPositionals: positionals, allowNegative: true })
+    return parseArgs({ args: joinNegatives(args, options), options, strict: true, allowPositionals: positionals, allowNegative: true })
   } catch (e) {
     const err = e as { code?: string; message: string }
     const unknown = /Unknown option '([^']+)'/.exec(err.message)
@@ -25,6 +25,24 @@ export function parse<O extends Options>(command: string, args: readonly string[
     }
     throw usageError(err.message.split("\n")[0]!, command)
   }
+}
+
+/**
+ * `--top -1` as `--top=-1`: a value that starts with "-" and looks like a number belongs to the
+ * option before it (parseArgs would call it ambiguous), so the range check can name the option.
+ */
+function joinNegatives(args: readonly string[], options: Options): string[] {
+  const out: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!
+    const next = args[i + 1]
+    const name = a.startsWith("--") ? a.slice(2) : undefined
+    if (name !== undefined && !name.includes("=") && options[name]?.type === "string" && next !== undefined && /^-[\d.]/.test(next)) {
+      out.push(`${a}=${next}`)
+      i++
+    } else out.push(a)
+  }
+  return out
 }
 
 /** An integer flag in [min, max]. */

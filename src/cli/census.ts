@@ -5,10 +5,19 @@
  * Each non-zero page is reduced to a 128-bit digest (SHA-256 truncated, node:crypto); distinct
  * digests live in an open-addressing table over typed arrays with a count and a 32-byte preview
  * each. The all-zero content has the reserved id 0 and is recognised with a memcmp, not hashed.
- * Every page also leaves its content id (4 bytes) in its region's record so the savings can be
- * attributed to processes and mappings exactly. Memory is therefore ~4 bytes per page read plus
- * ~70 bytes per distinct content: about 0.1% of the input plus 1.7% of its unique part, whatever
- * the input size. Keeping representatives in an sksm Engine instead would hold one 4 KiB frame per
+ * Every page also leaves its content id and its page number (8 bytes) in its region's record so
+ * the savings can be attributed to processes and mappings exactly, and duplicates at the same
+ * offset told from duplicates elsewhere. Memory is therefore ~8 bytes per page read plus ~75 bytes
+ * per distinct content plus ~40 bytes per page mapped by several processes (fork/COW): about 0.2%
+ * of the input plus 1.8% of its unique part, whatever the input size.
+ *
+ * Physical pages: a page the caller marks as possibly shared (pagemap without the
+ * exclusively-mapped bit) comes with its page frame number. A content is merged only when it sits
+ * on two or more physical pages: N virtual pages on one physical page (fork/COW) are already one
+ * page, and the kernel's unstable tree refuses to "substitute a ksm page for a forked page". When
+ * a content does sit on several physical pages, every virtual page of it ends on KSM pages (the
+ * forked mappings follow as "ksm page forked"), so the kernel's pages_sharing counts all of them,
+ * while the memory freed is the physical pages minus the KSM pages kept. Keeping representatives in an sksm Engine instead would hold one 4 KiB frame per
  * distinct content, i.e. all of the unique data, which is what an estimator must not do.
  *
  * A 128-bit digest makes an accidental collision (two different pages counted as one) negligible
@@ -45,6 +54,13 @@ export interface Counts {
   pagesShared: number
   /** Zero pages mapped to the zero page (use_zero_pages=1). */
   ksmZeroPages: number
+  /**
+   * Pages that would map a KSM page after merging, the owner of the frame included: the kernel's
+   * per-process ksm_merging_pages (/proc/PID/ksm_stat). Independent of the order of the sources.
+   */
+  ksmMergingPages: number
+  /** Pages whose content has two or more copies but all on one physical page (fork/COW): nothing to save. */
+  cowSharedPages: number
 }
 
 /** One region (a mapping of a process, or a file) with its counts. */
@@ -55,6 +71,14 @@ export interface RegionCounts extends Counts {
   readonly end: number
   /** Pages present but unreadable (EIO), not counted. */
   unreadable: number
+  /** Pages mapped by several processes whose physical page is unknown (no PFN access): not counted. */
+  sharedExcluded: number
+  /** Pages already on a KSM page when read. */
+  alreadyKsm: number
+  /** The region is opted in to KSM (VM_MERGEABLE); files and unknown: true. */
+  readonly mergeable: boolean
+  /** Duplicate non-zero pages with a copy at the same offset in another source. */
+  dupSameOffset: number
 }
 
 /** A content and how often it occurs. */
@@ -78,10 +102,16 @@ export interface CensusTotals extends Counts {
   pagesUnshared: number
   /** Pages KSM would hold an rmap item for: every page scanned. */
   rmapItems: number
-  /** (pagesSharing + ksmZeroPages) * pageSize. */
-  savedBytes: number
-  /** general_profit: savedBytes - rmapItems * 64. */
+  /** The kernel's general_profit: (pagesSharing + ksmZeroPages) * pageSize - rmapItems * 64. */
   profitBytes: number
+  /**
+   * Physical pages merging would free: for each merged content its physical pages minus the KSM
+   * pages kept, plus the zero pages with use_zero_pages. Equals pagesSharing + ksmZeroPages
+   * when no page is mapped by several processes; smaller when some are (fork/COW).
+   */
+  freedPages: number
+  /** freedPages * pageSize: the memory KSM would give back. */
+  savedBytes: number
 }
 
 /** A counting region's running record. */
@@ -90,9 +120,14 @@ interface Region {
   readonly label: string
   readonly start: number
   readonly end: number
+  readonly mergeable: boolean
   ids: Uint32Array
+  /** Page number of each page (start / pageSize + index in the region). */
+  at: Float64Array
   n: number
   unreadable: number
+  sharedExcluded: number
+  alreadyKsm: number
 }
 
 /**
@@ -126,6 +161,12 @@ export class PageCensus {
   #count: Uint32Array
   #preview: Uint8Array
   #uniform: Int16Array
+  /** Physical pages each content sits on (exclusive pages count one each, shared ones once per PFN). */
+  #frames: Uint32Array
+  /** Contents seen on a page that was already a KSM page. */
+  #ksm: Uint8Array
+  /** PFNs of the possibly shared pages seen so far. */
+  readonly #pfns = new Set<number>()
   #ids = 1
   readonly #zero: Buffer
   readonly #regions: Region[] = []
@@ -143,6 +184,8 @@ export class PageCensus {
     this.#preview = new Uint8Array(cap * PREVIEW_BYTES)
     this.#uniform = new Int16Array(cap)
     this.#uniform[ZERO_ID] = 0
+    this.#frames = new Uint32Array(cap)
+    this.#ksm = new Uint8Array(cap)
   }
 
   /** Number of distinct contents seen so far (the zero page included once it is seen). */
@@ -153,14 +196,22 @@ export class PageCensus {
   /** Bytes of bookkeeping held: what "bounded memory" means here. */
   get bytesHeld(): number {
     let r = 0
-    for (const g of this.#regions) r += g.ids.byteLength
-    return this.#slots.byteLength + this.#digest.byteLength + this.#count.byteLength + this.#preview.byteLength + this.#uniform.byteLength + r
+    for (const g of this.#regions) r += g.ids.byteLength + g.at.byteLength
+    return this.#slots.byteLength + this.#digest.byteLength + this.#count.byteLength + this.#preview.byteLength + this.#uniform.byteLength + this.#frames.byteLength + this.#ksm.byteLength + r + this.#pfns.size * 40
   }
 
-  /** Open a region (a mapping or a file) of `source`; pages added to it are attributed to it. */
-  region(source: number, label: string, start: number, end: number): number {
-    this.#regions.push({ source, label, start, end, ids: new Uint32Array(64), n: 0, unreadable: 0 })
+  /**
+   * Open a region (a mapping or a file) of `source`; pages added to it are attributed to it.
+   * `mergeable`: whether KSM would scan it as it is (VM_MERGEABLE); only reported.
+   */
+  region(source: number, label: string, start: number, end: number, mergeable = true): number {
+    this.#regions.push({ source, label, start, end, mergeable, ids: new Uint32Array(64), at: new Float64Array(64), n: 0, unreadable: 0, sharedExcluded: 0, alreadyKsm: 0 })
     return this.#regions.length - 1
+  }
+
+  /** Record pages mapped by several processes that were left out (their physical page is unknown). */
+  excludeShared(region: number, pages: number): void {
+    this.#regions[region]!.sharedExcluded += pages
   }
 
   /** Record pages a region could not read. */
@@ -168,8 +219,13 @@ export class PageCensus {
     this.#regions[region]!.unreadable += pages
   }
 
-  /** Count the page at `bytes[off, off + pageSize)` in `region`; returns its content id. */
-  addPage(region: number, bytes: Buffer, off: number): number {
+  /**
+   * Count the page at `bytes[off, off + pageSize)` in `region`; returns its content id.
+   * `page`: its page number (address / pageSize, or file offset / pageSize); `pfn`: -1 for a page
+   * mapped only here (its own physical page), else the physical page it maps, which other pages
+   * may map too (fork/COW); `ksm`: it is already a KSM page.
+   */
+  addPage(region: number, bytes: Buffer, off: number, page = -1, pfn = -1, ksm = false): number {
     const ps = this.pageSize
     let id: number
     if (this.#zero.compare(bytes, off, off + ps) === 0) {
@@ -178,14 +234,32 @@ export class PageCensus {
     } else {
       id = this.#lookup(bytes, off)
     }
+    if (pfn < 0) this.#frames[id]!++
+    else if (!this.#pfns.has(pfn)) {
+      this.#pfns.add(pfn)
+      this.#frames[id]!++
+    }
     const g = this.#regions[region]!
+    if (ksm) {
+      this.#ksm[id] = 1
+      g.alreadyKsm++
+    }
     if (g.n === g.ids.length) {
       const grown = new Uint32Array(g.ids.length * 2)
       grown.set(g.ids)
       g.ids = grown
+      const at = new Float64Array(g.ids.length)
+      at.set(g.at)
+      g.at = at
     }
+    g.at[g.n] = page
     g.ids[g.n++] = id
     return id
+  }
+
+  /** Whether content `id` would be merged: on two or more physical pages (or already a KSM page). */
+  #merges(id: number): boolean {
+    return this.#frames[id]! >= 2 || this.#ksm[id] === 1
   }
 
   #lookup(bytes: Buffer, off: number): number {
@@ -241,6 +315,12 @@ export class PageCensus {
     const u = new Int16Array(cap)
     u.set(this.#uniform)
     this.#uniform = u
+    const f = new Uint32Array(cap)
+    f.set(this.#frames)
+    this.#frames = f
+    const k = new Uint8Array(cap)
+    k.set(this.#ksm)
+    this.#ksm = k
   }
 
   #rehash(): void {
@@ -267,8 +347,8 @@ export class PageCensus {
     const m = this.maxPageSharing
     const count = this.#count
     const t: CensusTotals = {
-      pages: 0, zeroPages: 0, duplicatePages: 0, pagesSharing: 0, pagesShared: 0, ksmZeroPages: 0,
-      distinctContents: this.distinct, duplicatedContents: 0, pagesUnshared: 0, rmapItems: 0, savedBytes: 0, profitBytes: 0,
+      pages: 0, zeroPages: 0, duplicatePages: 0, pagesSharing: 0, pagesShared: 0, ksmZeroPages: 0, ksmMergingPages: 0, cowSharedPages: 0,
+      distinctContents: this.distinct, duplicatedContents: 0, pagesUnshared: 0, rmapItems: 0, profitBytes: 0, freedPages: 0, savedBytes: 0,
     }
     for (let id = 0; id < this.#ids; id++) {
       const n = count[id]!
@@ -276,56 +356,91 @@ export class PageCensus {
       if (id === ZERO_ID) {
         t.zeroPages = n
         if (this.useZeroPages) {
+          // Every zero page is replaced by the zero page, forked or not.
           t.ksmZeroPages = n
+          t.freedPages += this.#frames[id]!
           continue
         }
       } else if (n >= 2) {
         t.duplicatePages += n
         t.duplicatedContents++
       }
+      if (n >= 2 && !this.#merges(id)) {
+        t.cowSharedPages += n
+        t.pagesUnshared += n
+        continue
+      }
       const { shared, sharing } = ksmCounts(n, m)
       t.pagesShared += shared
       t.pagesSharing += sharing
       t.pagesUnshared += n - shared - sharing
+      // The kept KSM pages and a lone leftover page keep a frame each; the other frames go.
+      if (shared > 0) t.freedPages += Math.max(0, Math.min(sharing, this.#frames[id]! - shared - (n - shared - sharing)))
     }
+    t.ksmMergingPages = t.pagesShared + t.pagesSharing
     t.rmapItems = t.pages
-    t.savedBytes = (t.pagesSharing + t.ksmZeroPages) * this.pageSize
-    t.profitBytes = t.savedBytes - t.rmapItems * KERNEL_RMAP_ITEM_BYTES
+    t.savedBytes = t.freedPages * this.pageSize
+    t.profitBytes = (t.pagesSharing + t.ksmZeroPages) * this.pageSize - t.rmapItems * KERNEL_RMAP_ITEM_BYTES
     return t
   }
 
   /**
-   * Counts per region. Savings are attributed in scan order: the first page of each group of
-   * max_page_sharing identical pages keeps the frame (pagesShared), the others are pagesSharing,
-   * so the regions' counts add up to the totals exactly.
+   * Counts per region. ksmMergingPages, cowSharedPages and ksmZeroPages do not depend on the order
+   * the regions were read in (the kernel's per-process view). pagesShared / pagesSharing split
+   * each merged content in scan order (the first page of each group of max_page_sharing keeps the
+   * frame), so the regions add up to the totals; read the sources in a fixed order to make that
+   * split reproducible.
    */
   regions(): RegionCounts[] {
     const m = this.maxPageSharing
     const count = this.#count
     const seen = new Uint32Array(this.#ids)
+    // Duplicates at the same offset: content -> page -> the one source holding it there, or -1
+    // once two sources do.
+    const where = new Map<number, Map<number, number>>()
+    for (const g of this.#regions) {
+      for (let i = 0; i < g.n; i++) {
+        const id = g.ids[i]!
+        if (id === ZERO_ID || count[id]! < 2 || g.at[i]! < 0) continue
+        let pages = where.get(id)
+        if (pages === undefined) where.set(id, (pages = new Map()))
+        const v = pages.get(g.at[i]!)
+        if (v === undefined) pages.set(g.at[i]!, g.source)
+        else if (v !== g.source) pages.set(g.at[i]!, -1)
+      }
+    }
     const out: RegionCounts[] = []
     for (const g of this.#regions) {
       const r: RegionCounts = {
-        source: g.source, label: g.label, start: g.start, end: g.end, unreadable: g.unreadable,
-        pages: g.n, zeroPages: 0, duplicatePages: 0, pagesSharing: 0, pagesShared: 0, ksmZeroPages: 0,
+        source: g.source, label: g.label, start: g.start, end: g.end, unreadable: g.unreadable, mergeable: g.mergeable,
+        sharedExcluded: g.sharedExcluded, alreadyKsm: g.alreadyKsm, dupSameOffset: 0,
+        pages: g.n, zeroPages: 0, duplicatePages: 0, pagesSharing: 0, pagesShared: 0, ksmZeroPages: 0, ksmMergingPages: 0, cowSharedPages: 0,
       }
       const ids = g.ids
       for (let i = 0; i < g.n; i++) {
         const id = ids[i]!
         const n = count[id]!
-        const k = seen[id]!++
         if (id === ZERO_ID) {
           r.zeroPages++
           if (this.useZeroPages) {
             r.ksmZeroPages++
             continue
           }
-        } else if (n >= 2) r.duplicatePages++
+        } else if (n >= 2) {
+          r.duplicatePages++
+          if (where.get(id)?.get(g.at[i]!) === -1) r.dupSameOffset++
+        }
         if (n < 2) continue
+        if (!this.#merges(id)) {
+          r.cowSharedPages++
+          continue
+        }
+        const k = seen[id]!++
         // Occurrence k falls in group floor(k/m) of size min(m, n - group*m).
         const group = Math.floor(k / m)
         const size = Math.min(m, n - group * m)
         if (size < 2) continue
+        r.ksmMergingPages++
         if (k % m === 0) r.pagesShared++
         else r.pagesSharing++
       }

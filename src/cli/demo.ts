@@ -4,8 +4,7 @@
  * "tracked" scanner), with a table, a chart of memory saved over time, and one instance resumed
  * from its merged space to show the interpreter carries on.
  */
-import { mkdirSync, mkdtempSync, statSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { mkdirSync, statSync, writeFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import type { AddressSpace } from "../index.ts"
 import { Engine, type EngineStats } from "../index.ts"
@@ -13,7 +12,7 @@ import { intFlag, parse } from "./args.ts"
 import { type Series, svgChart, terminalChart } from "./chart.ts"
 import { fsError } from "./errors.ts"
 import { boot, evalString, hibernate, type Instance, linearMemory, PROBE, resume, shutdown } from "./fleet.ts"
-import { bytes, int, ms, table } from "./format.ts"
+import { bytes, int, ms, pct, table } from "./format.ts"
 
 const COMMAND = "demo"
 
@@ -123,14 +122,15 @@ export async function demo(args: readonly string[]): Promise<void> {
   const { values } = parse(COMMAND, args, { small: { type: "boolean" }, instances: { type: "string" }, out: { type: "string" }, chart: { type: "boolean" } })
   const small = values.small === true || process.env["SKSM_DEMO_SMALL"] === "1"
   const n = intFlag(COMMAND, "instances", values.instances ?? process.env["SKSM_DEMO_INSTANCES"], small ? 3 : 8, 2, 32)
-  let outDir: string
-  try {
-    if (values.out !== undefined) {
+  // Files only where asked: a run leaves nothing behind otherwise (also when piped to head).
+  let outDir: string | null = null
+  if (values.out !== undefined) {
+    try {
       outDir = resolve(values.out)
       makeDir(outDir)
-    } else outDir = mkdtempSync(join(tmpdir(), "sksm-demo-"))
-  } catch (e) {
-    throw fsError(e, `cannot create output directory ${values.out ?? tmpdir()}`)
+    } catch (e) {
+      throw fsError(e, `cannot create output directory ${values.out}`)
+    }
   }
   const say = (s = "") => process.stdout.write(`${s}\n`)
   const tStart = performance.now()
@@ -182,6 +182,11 @@ export async function demo(args: readonly string[]): Promise<void> {
     ),
   )
   for (const r of results) say(`  ${r.mode.padEnd(18)} ${r.note}`)
+  // The headline profit is mostly the interpreters' untouched zero pages: say how much is not.
+  const m0 = results[0]!.stats
+  const zeroBytes = m0.ksmZeroPages * ps
+  const dupBytes = m0.pagesSharing * ps
+  say(`  of merge()'s ${bytes(zeroBytes + dupBytes)} saved, ${bytes(zeroBytes)} are zero pages (${pct(zeroBytes, zeroBytes + dupBytes)}: memory the interpreters reserved but never wrote) and ${bytes(dupBytes)} are merged non-zero duplicates (${int(m0.pagesSharing)} pages: the shared framework)`)
   say()
 
   const chartSeries: Series[] = [
@@ -195,15 +200,18 @@ export async function demo(args: readonly string[]): Promise<void> {
     yLabel: "memory saved",
     formatX: (x: number) => ms(x),
     formatY: (y: number) => bytes(y),
+    yBytes: true,
   }
   if (values.chart !== false) {
     say(terminalChart(chartSeries, opts))
     say()
   }
-  const svgPath = join(outDir, "demo-savings.svg")
-  writeFileSync(svgPath, svgChart(chartSeries, opts))
-  writeFileSync(join(outDir, "demo-results.json"), `${JSON.stringify({ instances: n, pageSize: ps, results }, null, 2)}\n`)
-  say(`chart: ${svgPath}`)
+  if (outDir !== null) {
+    const svgPath = join(outDir, "demo-savings.svg")
+    writeFileSync(svgPath, svgChart(chartSeries, opts))
+    writeFileSync(join(outDir, "demo-results.json"), `${JSON.stringify({ instances: n, pageSize: ps, results }, null, 2)}\n`)
+    say(`chart: ${svgPath}`)
+  } else say("chart: add --out DIR to write it as demo-savings.svg (with demo-results.json)")
   say()
 
   // 4. Resume one instance from its merged space and check it carries on.

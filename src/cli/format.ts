@@ -75,10 +75,14 @@ export class Progress {
   #last = 0
   #done = 0
 
-  constructor(label: string, total: number, enabled: boolean = process.stderr.isTTY === true) {
+  readonly #out: { write(s: string): unknown; readonly columns?: number }
+
+  /** `out`: where to draw (stderr); its `columns` (or $COLUMNS, or 80) bounds the line. */
+  constructor(label: string, total: number, enabled: boolean = process.stderr.isTTY === true, out: { write(s: string): unknown; readonly columns?: number } = process.stderr) {
     this.#label = label
     this.#total = total
     this.#enabled = enabled
+    this.#out = out
   }
 
   /** Add `n` bytes of progress. */
@@ -92,16 +96,20 @@ export class Progress {
   }
 
   #draw(now: number): void {
-    const width = 28
     const frac = this.#total > 0 ? Math.min(1, this.#done / this.#total) : 0
-    const fill = Math.round(frac * width)
     const rate = this.#done / Math.max(1e-3, (now - this.#t0) / 1000)
-    const text = `${this.#label} [${"#".repeat(fill)}${".".repeat(width - fill)}] ${(frac * 100).toFixed(0).padStart(3)}%  ${bytes(this.#done)} / ${bytes(this.#total)}  ${bytes(rate)}/s`
-    process.stderr.write(`\r${text.slice(0, (process.stderr.columns ?? 120) - 1)}\x1b[K`)
+    const figures = `${(frac * 100).toFixed(0).padStart(3)}%  ${bytes(this.#done)} / ${bytes(this.#total)}  ${bytes(rate)}/s`
+    // The figures always fit: the bar shrinks (to nothing) first, then the label goes.
+    const columns = this.#out.columns ?? (Number(process.env["COLUMNS"]) || 80)
+    const room = columns - 1 - figures.length
+    const width = Math.max(0, Math.min(28, room - this.#label.length - 4))
+    const fill = Math.round(frac * width)
+    const text = width >= 5 ? `${this.#label} [${"#".repeat(fill)}${".".repeat(width - fill)}] ${figures}` : room >= this.#label.length + 1 ? `${this.#label} ${figures}` : figures
+    this.#out.write(`\r${text.slice(0, columns - 1)}\x1b[K`)
   }
 
   /** Remove the bar. */
   done(): void {
-    if (this.#enabled) process.stderr.write("\r\x1b[K")
+    if (this.#enabled) this.#out.write("\r\x1b[K")
   }
 }

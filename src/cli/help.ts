@@ -45,7 +45,8 @@ What it does
        ksm        the background scanner emulating ksmd (two visits before a page merges)
        tracked    the write-tracking scanner sketched in the SKSM thread
      and prints pages, zero pages, pages_shared, pages_sharing, profit, wall time and CPU time,
-     plus a chart of memory saved over time (terminal, and an SVG file whose path it prints).
+     how much of the saving is zero pages and how much merged non-zero duplicates, and a chart
+     of memory saved over time (terminal; with --out also an SVG file).
   4. Resumes one instance from its merged space: copies the pages back into a fresh
      interpreter's memory and evaluates more code there, checking that the state its script
      built (a closure counter, a Map, a class instance) carried on.
@@ -53,7 +54,7 @@ What it does
 Options
   --small          A 3-instance fleet (also SKSM_DEMO_SMALL=1): what CI runs
   --instances N    Fleet size (default 8, or 3 with --small; 2..32)
-  --out DIR        Where to write demo-savings.svg (default: a new directory under the OS temp dir)
+  --out DIR        Write demo-savings.svg and demo-results.json there (default: write no files)
   --no-chart       Skip the terminal chart (the SVG is still written)
 
 Example
@@ -67,7 +68,8 @@ Usage: sksm estimate [--pid PID ...] [FILE ...] [options]
 
 Sources
   --pid PID        A live Linux process (repeatable). Reads /proc/PID/smaps for the mappings,
-                   /proc/PID/pagemap for present anonymous pages, /proc/PID/mem for their bytes.
+                   /proc/PID/pagemap for present anonymous pages (and, as root, their physical
+                   pages, with /proc/kpageflags), /proc/PID/mem for their bytes.
                    Needs root, CAP_SYS_PTRACE, or ptrace rights over the process (same user with
                    kernel.yama.ptrace_scope=0, or being its parent). The process keeps running;
                    the result is a snapshot taken while it ran.
@@ -75,12 +77,27 @@ Sources
                    read as consecutive pages; a partial last page is zero-padded.
 
 What counts
-  Only pages KSM could merge: present pages of private mappings that are exclusively
-  anonymous (includes copy-on-write copies of private file mappings; excludes page cache,
-  shared memory and swapped-out pages). Files count every page.
+  Only pages KSM could merge: present anonymous pages of private mappings (includes
+  copy-on-write copies of private file mappings; excludes page cache, shared memory, swapped-out
+  pages and pages still on the kernel's zero page). Files count every page.
+  Physical pages count once: as root, pages mapped by several processes (fork/COW) are matched by
+  page frame number; a content whose copies are all one physical page saves nothing (the
+  kernel never substitutes a KSM page for a forked page). Without root those pages are left out
+  and the report says how many.
   The counts follow the kernel: N identical pages with max_page_sharing M make
-  ceil-ish N/M shared frames (a last lone page stays unshared). pages_sharing is what
-  merging saves. general_profit subtracts 64 bytes of rmap item per scanned page.
+  ceil-ish N/M KSM pages (a last lone page stays unshared). pages_sharing is the kernel's
+  counter; "saved" is the physical memory freed (less than pages_sharing when forked mappings
+  of a page are merged). general_profit subtracts 64 bytes of rmap item per scanned page.
+  Per process, the figures of /proc/PID/ksm_stat after merging: ksm_merging_pages,
+  ksm_zero_pages, ksm_process_profit. They do not depend on the order of the sources: sources
+  are read pids first (ascending), then files by path; one given twice is read once (a note).
+
+Why not more
+  The report lists, each with its figure: file-backed or shared memory, pages already one
+  physical page (fork/COW), pages in mappings not opted in (no VM_MERGEABLE: smaps VmFlags "mg";
+  PR_SET_MEMORY_MERGE from /proc/PID/ksm_stat), pages on the zero page, swapped-out pages, unique
+  contents, duplicates at the same offset vs elsewhere (layouts moved by ASLR/KASLR), and a hint
+  when interpreter processes share little (randomised hash seeds).
 
 Options
   --max-page-sharing N   /sys/kernel/mm/ksm/max_page_sharing to assume (default 256, >= 2)
@@ -90,12 +107,14 @@ Options
   --page-size N          Page size for image files (default: this machine's, 4096)
   --top N                How many most-duplicated contents to list (default 10)
   --mappings N           How many mappings to list, by saving (default 10)
-  --json                 Print one JSON document instead of tables
+  --json                 Print one JSON document instead of tables (pids as numbers, every
+                         figure above, notes and hints)
   --progress / --no-progress   Force the progress bar on stderr on or off (default: on a terminal)
 
 Memory
   Bounded: pages are hashed (SHA-256, 128 bits kept) and counted, never kept. The census holds
-  about 4 bytes per page read plus ~70 bytes per distinct content.
+  about 8 bytes per page read, ~75 bytes per distinct content and ~40 bytes per page mapped by
+  several processes.
 
 Limits
   A live process keeps running while it is read: the result is a snapshot of a moving target,
@@ -123,7 +142,20 @@ Options
   --no-write     Never write a results file
   BENCH ...      Only these benches (names as bench/run.ts lists them)
 
+Before and after the run it prints the load average against the cores, and says so when the
+machine is loaded (more runnable tasks than cores): time goals may then FAIL for that reason.
+
 A full run (no --quick, no names) rewrites bench/RESULTS.md.
+`
+
+/** `sksm help --help`. */
+export const HELP_HELP = `sksm help: show the help of a command
+
+Usage: sksm help [COMMAND]
+
+  COMMAND    demo, estimate or bench (default: the overview, as sksm --help)
+
+The same text as sksm COMMAND --help.
 `
 
 /** Help text by command name. */

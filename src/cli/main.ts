@@ -8,7 +8,7 @@
 import { readFileSync, realpathSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { CliError, isMissingPackage, missingDependency, usageError } from "./errors.ts"
-import { HELP, MAIN_HELP } from "./help.ts"
+import { HELP, HELP_HELP, MAIN_HELP } from "./help.ts"
 
 const COMMANDS = ["demo", "estimate", "bench", "help"] as const
 
@@ -26,6 +26,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   if (first === "help") {
     const topic = rest[0]
     if (topic === undefined) process.stdout.write(MAIN_HELP)
+    else if (topic === "-h" || topic === "--help" || topic === "help") process.stdout.write(HELP_HELP)
+    else if (topic.startsWith("-")) throw usageError(`unknown option ${topic} for "sksm help"`, "help")
     else if (HELP[topic] !== undefined) process.stdout.write(HELP[topic])
     else throw usageError(`no such command: ${topic}`)
     return 0

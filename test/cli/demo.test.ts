@@ -1,10 +1,19 @@
 /** `npm start` (the demo) end to end, with the small fleet: it merges, charts and resumes. */
-import { existsSync, readFileSync, rmSync } from "node:fs"
-import { describe, expect, it } from "vitest"
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterAll, describe, expect, it } from "vitest"
 import { run } from "../helpers/spawn.ts"
+import { BIN } from "./spawn.ts"
 
-/** `npm start` exactly as CI runs it, with the small fleet. */
-const npmStart = () => run("npm", ["start", "--silent"], { SKSM_DEMO_SMALL: "1" })
+/** A temp dir of the test's own, given to the demo as TMPDIR: what the demo leaves shows there. */
+const tmp = mkdtempSync(join(tmpdir(), "sksm-demo-test-"))
+const out = join(tmp, "out")
+afterAll(() => rmSync(tmp, { recursive: true, force: true }))
+const leftovers = () => readdirSync(tmp).filter((n) => n.startsWith("sksm-demo-"))
+
+/** `npm start` exactly as CI runs it, with the small fleet (and --out for the SVG). */
+const npmStart = () => run("npm", ["start", "--silent", "--", "--out", out], { SKSM_DEMO_SMALL: "1", TMPDIR: tmp })
 
 describe("npm start (sksm demo, small fleet)", () => {
   it("merges the fleet, writes the chart, and resumes an interpreter that carries on", async () => {
@@ -28,6 +37,12 @@ describe("npm start (sksm demo, small fleet)", () => {
       expect([p, z, sh]).toEqual([pages, zero, sharing])
     }
     expect(r.stdout).toMatch(/scanner "ksm"\s+pages_to_scan \d+, sleep \d+ ms, \d+ full scans; reached merge\(\)'s saving/)
+    // The headline says how much of the saving is zero pages and how much real duplicates.
+    const head = /of merge\(\)'s ([\d.]+ \w+) saved, ([\d.]+ \w+) are zero pages \(([\d.]+)%[^)]*\) and ([\d.]+ \w+) are merged non-zero duplicates \(([\d,]+) pages/.exec(r.stdout)
+    expect(head).not.toBeNull()
+    expect(Number(head![5]!.replace(/,/g, ""))).toBe(sharing)
+    expect(Number(head![3])).toBeGreaterThan(50)
+    expect(Number(head![3])).toBeLessThan(100)
     // The SVG exists and is an SVG.
     const svg = /^chart: (.+\.svg)$/m.exec(r.stdout)?.[1]
     expect(svg).toBeDefined()
@@ -37,6 +52,16 @@ describe("npm start (sksm demo, small fleet)", () => {
     expect(r.stdout).toMatch(/byte-exact: yes/)
     expect(r.stdout).not.toMatch(/DIFF|MISMATCH/)
     expect(r.stdout).toMatch(/carries on exactly where the hibernated one stopped/)
-    rmSync(svg!.replace(/\/demo-savings\.svg$/, ""), { recursive: true, force: true })
+    expect(svg).toBe(join(out, "demo-savings.svg"))
+    expect(existsSync(join(out, "demo-results.json"))).toBe(true)
+    expect(leftovers()).toEqual([])
+  })
+
+  it("leaves no temporary folder behind without --out, also when piped to head", async () => {
+    const r = await run("sh", ["-c", `"${process.execPath}" "${BIN}" demo --small | head -2`], { TMPDIR: tmp })
+    expect(r.code).toBe(0)
+    expect(r.stdout.split("\n")[0]).toMatch(/a fleet of 3 QuickJS interpreters/)
+    expect(r.stderr).toBe("")
+    expect(leftovers()).toEqual([])
   })
 })

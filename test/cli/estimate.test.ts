@@ -3,7 +3,7 @@
  * memory, its flags, its readable report, and one-line errors with a non-zero exit.
  */
 import { spawn } from "node:child_process"
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { chmodSync, linkSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -92,6 +92,36 @@ describe("sksm estimate on memory-image files", () => {
     expect(m2.maxPageSharing).toBe(2)
     const zp = await estimateJson(["--use-zero-pages", img1, img2])
     expect(zp.totals).toMatchObject({ ksmZeroPages: 4, pagesShared: 3, pagesSharing: 309, savedBytes: 313 * PS })
+  })
+
+  it("counts a file given twice (or under another name) once, with a note, in the same totals", async () => {
+    const link = join(dir, "img1-again.raw")
+    linkSync(img1, link)
+    const once = await estimateJson([img1, img2])
+    const twice = await estimateJson([img2, img1, img1, link])
+    expect(twice.totals).toEqual(once.totals)
+    expect(twice.sources.map((s) => s.path)).toEqual([img2, img1])
+    expect(twice.notes).toEqual([`${img1} was given more than once: counted once`, `${link} is the same file as ${img1}: counted once`])
+    const text = await sksm(["estimate", img1, img1])
+    expect(text.stdout).toMatch(/^note: .*img1\.raw was given more than once: counted once$/m)
+  })
+
+  it("tells duplicates at the same offset from duplicates elsewhere, and keeps --page-size", async () => {
+    // img2 holds Y at pages 0..9; img1 holds Y at pages 303..304: no shared offset. X repeats
+    // within img1 only. So every duplicate is "elsewhere".
+    const r = await estimateJson([img1, img2])
+    expect(r.whyNotMore.duplicatesSameOffset).toBe(0)
+    expect(r.whyNotMore.duplicatesElsewhere).toBe(312)
+    expect(r.whyNotMore.uniquePages).toBe(6)
+    const same = join(dir, "img1-copy.raw")
+    writeFileSync(same, readFileSync(img1))
+    const c = await estimateJson([img1, same])
+    // Every non-zero page of img1 has its twin at the same offset in the copy.
+    expect(c.whyNotMore.duplicatesSameOffset).toBe(2 * (310 - 3))
+    // 8 KiB pages: pairs of 4 KiB pages.
+    const big = await estimateJson(["--page-size", "8192", img1])
+    expect(big.pageSize).toBe(8192)
+    expect(big.totals.pages).toBe(155)
   })
 
   it("prints a readable report without --json", async () => {
