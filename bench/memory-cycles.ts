@@ -126,7 +126,11 @@ type CyclePart = Omit<Cycle, "afterDispose" | "residual">
  * Populate, merge, compact and dispose one space on `engine` (on a shared engine, compact
  * again after dispose). The space is a local: once this returns, nothing references it.
  */
-async function cycle(engine: Engine, shared: boolean, size: number, contents: readonly Uint8Array[], chunk: Uint8Array, k: number): Promise<CyclePart> {
+async function cycle(sharedEngine: Engine | null, size: number, contents: readonly Uint8Array[], chunk: Uint8Array, k: number): Promise<CyclePart> {
+  // The engine of this cycle lives in this frame only: a value the caller computed for the call
+  // could stay in its suspended async frame across its next await and keep the engine alive.
+  const shared = sharedEngine !== null
+  const engine = sharedEngine ?? new Engine({ autoCompact: false })
   const space = engine.createSpace({ size, name: `cycle ${k + 1}` })
   populate(space, size, contents, chunk)
   const populated = await settledRssAnon()
@@ -166,7 +170,7 @@ export async function runCycles(options: CyclesOptions): Promise<CyclesResult> {
   const out: Cycle[] = []
   const shared = options.sharedEngine === true ? new Engine({ autoCompact: false }) : null
   for (let k = 0; k < cycles; k++) {
-    const part = await cycle(shared ?? new Engine({ autoCompact: false }), shared !== null, size, contents, chunk, k)
+    const part = await cycle(shared, size, contents, chunk, k)
     const afterDispose = await settledRssAnon()
     const c: Cycle = { ...part, afterDispose, residual: afterDispose - start }
     out.push(c)

@@ -7,7 +7,6 @@
  * in full against the candidate, then remap. The key only finds candidates.
  */
 import { Busy, InvalidArgument, OutOfMemory } from "../errors.ts"
-import { defer } from "../platform.ts"
 import { FRAME_KSM, FRAME_SHARED, type FramePool, type SharingObserver, ZERO_FRAME } from "../memory/frames.ts"
 import { PAGE_KSM_ZERO, PAGE_MERGED, PAGE_PINNED, PAGE_UFFD_WP, PAGE_WRITABLE } from "../memory/flags.ts"
 import { secretWords } from "../memory/random.ts"
@@ -210,7 +209,6 @@ export class MergeCore implements SharingObserver {
   /** Sampled keys that crowded: their pages live at the second level (see findCandidate). */
   readonly #crowded = new Set<number>()
   #chainCache = { version: -1, chains: 0, dups: 0 }
-  #tidyScheduled = false
 
   /** `options` come from {@link resolveMergeCoreOptions}. */
   constructor(pool: FramePool, options: ResolvedMergeCoreOptions) {
@@ -296,15 +294,10 @@ export class MergeCore implements SharingObserver {
       }
     }
     report.scanned = p1 - p0
-    // merge() reserved an entry per page: what the range did not use goes back on a later turn,
-    // not here (a host merging range after range would pay a pass over the table each time).
-    if (this.table.oversized && !this.#tidyScheduled) {
-      this.#tidyScheduled = true
-      defer(() => {
-        this.#tidyScheduled = false
-        this.tidy()
-      })
-    }
+    // merge() reserved an entry per page; what the range did not use goes back only once the
+    // arrays are twice what the table needs (amortised: a host merging range after range reuses
+    // the room instead of paying a pass over the table each time).
+    if (this.table.wasteful) this.tidy()
     this.scan?.rangeMerged(space, p0, p1)
     return report
   }
@@ -684,8 +677,8 @@ export class MergeCore implements SharingObserver {
 
   /**
    * Table maintenance: give back the entry arrays a worst-case reservation left unused (merge()
-   * schedules it for a later turn; engine.maybeCompact() runs it at once). Never while a user
-   * callback of the engine runs. O(table) when it acts, O(1) otherwise.
+   * does when they are twice what the table needs; engine.maybeCompact() whenever they are half
+   * again). Never while a user callback of the engine runs. O(table) when it acts, O(1) otherwise.
    */
   tidy(): void {
     if (this.pool.busy !== 0) return

@@ -214,6 +214,11 @@ export class MergeTable {
     return this.#capacity > 64 && this.#capacity * 2 > this.#count * 3
   }
 
+  /** Whether the entry arrays are more than twice what the live entries need (and worth a pass). */
+  get wasteful(): boolean {
+    return this.#capacity > 2 * this.#count + 4096
+  }
+
   /** Every live entry (detached ones included), for statistics and checks (cold). */
   entries(): number[] {
     const out: number[] = []

@@ -371,9 +371,13 @@ export class Compactor {
     this.#pending = !r.done
     if (this.#pending && st.background && !this.#scheduled) {
       this.#scheduled = true
+      // A weak reference: an engine dropped before the turn comes is not kept alive by it.
+      const self = new WeakRef(this)
       defer(() => {
-        this.#scheduled = false
-        this.maybeCompact(true)
+        const c = self.deref()
+        if (c === undefined) return
+        c.#scheduled = false
+        c.maybeCompact(true)
       })
     }
     return r

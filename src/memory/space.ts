@@ -116,6 +116,8 @@ export class PagedSpace {
   #mask = 4095
   #end = 0
   #lastU32 = -1
+  /** Last address of an aligned word the Uint32Array fast paths may serve: size - 4, or -1 on a big-endian host. */
+  #lastAligned = -1
   #lastU16 = -1
   /** The pool's store views, cached here (one load on the hot path); refreshed by storeChanged(). */
   #u8: Uint8Array = EMPTY_U8
@@ -147,6 +149,7 @@ export class PagedSpace {
     this.#mask = pool.pageSize - 1
     this.#end = size
     this.#lastU32 = size - 4
+    this.#lastAligned = LITTLE_ENDIAN ? size - 4 : -1
     this.#lastU16 = size - 2
     this.#u8 = pool.bytes
     this.#u32 = pool.words
@@ -211,12 +214,11 @@ export class PagedSpace {
 
   /** Read a little-endian u32; any alignment, may straddle pages. */
   readU32(addr: number): number {
-    if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU32) {
-      const f = this.pte[addr >>> this.#shift]!
-      // Aligned: one Uint32Array load.
-      if ((addr & 3) === 0 && LITTLE_ENDIAN) return this.#u32[(f << this.#wshift) | ((addr & this.#mask) >>> 2)]!
+    if (typeof addr === "number" && (addr >>> 0) === addr) {
+      // Aligned: one Uint32Array load (#lastAligned is -1 on a big-endian host: DataView below).
+      if ((addr & 3) === 0 && addr <= this.#lastAligned) return this.#u32[(this.pte[addr >>> this.#shift]! << this.#wshift) | ((addr & this.#mask) >>> 2)]!
       const off = addr & this.#mask
-      if (off <= this.#mask - 3) return this.#dv.getUint32((f << this.#shift) | off, true)
+      if (addr <= this.#lastU32 && off <= this.#mask - 3) return this.#dv.getUint32((this.pte[addr >>> this.#shift]! << this.#shift) | off, true)
     }
     return this.#slowRead(addr, 4)
   }
@@ -245,7 +247,7 @@ export class PagedSpace {
    */
   writeU32(addr: number, value: number): void {
     // Fast path: an aligned address below 2^32 in a writable page, an int32/uint32 value.
-    if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU32 && (addr & 3) === 0 && LITTLE_ENDIAN && typeof value === "number" && ((value >>> 0) === value || (value | 0) === value)) {
+    if (typeof addr === "number" && (addr >>> 0) === addr && (addr & 3) === 0 && addr <= this.#lastAligned && typeof value === "number" && ((value >>> 0) === value || (value | 0) === value)) {
       const pi = addr >>> this.#shift
       if ((this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
         this.#u32[(this.pte[pi]! << this.#wshift) | ((addr & this.#mask) >>> 2)] = value
@@ -261,7 +263,7 @@ export class PagedSpace {
    * write) only if it is not writable yet.
    */
   addU32(addr: number, delta: number): number {
-    if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU32 && (addr & 3) === 0 && LITTLE_ENDIAN && typeof delta === "number" && ((delta >>> 0) === delta || (delta | 0) === delta)) {
+    if (typeof addr === "number" && (addr >>> 0) === addr && (addr & 3) === 0 && addr <= this.#lastAligned && typeof delta === "number" && ((delta >>> 0) === delta || (delta | 0) === delta)) {
       const pi = addr >>> this.#shift
       if ((this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
         const i = (this.pte[pi]! << this.#wshift) | ((addr & this.#mask) >>> 2)
@@ -282,7 +284,7 @@ export class PagedSpace {
       this.#live()
       throw new InvalidArgument(`fn must be a function, got ${show(fn)}`)
     }
-    if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU32 && (addr & 3) === 0 && LITTLE_ENDIAN) {
+    if (typeof addr === "number" && (addr >>> 0) === addr && (addr & 3) === 0 && addr <= this.#lastAligned) {
       const pi = addr >>> this.#shift
       if ((this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
         const i = (this.pte[pi]! << this.#wshift) | ((addr & this.#mask) >>> 2)
@@ -783,6 +785,7 @@ export class PagedSpace {
     // Make every fast path fail its bounds check, so the slow path reports SpaceDisposed.
     this.#end = 0
     this.#lastU32 = -1
+    this.#lastAligned = -1
     this.#lastU16 = -1
   }
 

@@ -1,15 +1,16 @@
 /**
- * Policy "ksm": ksmd's algorithm (mm/ksm.c, Linux 6.16 with the newer tree's rmap reset),
- * page by page over the engine's spaces, on the shared merge core.
+ * Policy "ksm": ksmd's algorithm (mm/ksm.c as in Linux 6.18), page by page over the engine's
+ * spaces, on the shared merge core.
  *
  * Per page (rmap item), in typed arrays owned by this policy, 8 bytes a page, allocated for a
  * space only once it has a page to track:
  *   meta[4*pi]   state: ITEM (an rmap item exists) | UNSTABLE (in the unstable index)
  *   meta[4*pi+1] age (smart scan), meta[4*pi+2] remaining_skips, meta[4*pi+3] seqnr of the
  *   unstable insertion; sum[pi] oldchecksum.
- * A merged page's rmap item is the core's (PAGE_MERGED): this policy drops its own item when
- * a page merges, so a page that is unshared later starts over with a zeroed item (the newer
- * kernel's reset of oldchecksum/age when an item leaves the stable tree).
+ * A merged page's rmap item is the core's (PAGE_MERGED): this policy's item ends when the page
+ * merges, but its oldchecksum, age and skips are kept (state KEPT), as 6.18 keeps them while the
+ * item is stable, so an unshared page resumes from them. `resetOnUnshare` zeroes them instead,
+ * as the newer mm tree does.
  *
  * cmp_and_merge_page, in the kernel's order:
  * 1. a page mapping a table frame: already an rmap entry -> nothing; else (inherited by fork)

@@ -38,3 +38,37 @@ describe("engine", () => {
     expect(engine.maxPageSharing).toBe(10)
   })
 })
+
+describe("deferred housekeeping never keeps a dropped engine alive", () => {
+  it("an engine dropped right after merge() and compaction is collectable once the event loop turns", async () => {
+    const { run, ROOT } = await import("../helpers/spawn.ts")
+    // A child with --expose-gc: merge, discard (schedules the deferred store shrink), drop the
+    // engine; after a turn of the event loop a full GC must collect every one of them.
+    const script = `
+      const { Engine } = await import(${JSON.stringify(`${ROOT}src/index.ts`)})
+      const refs = []
+      // In a function of its own: a suspended async frame (this module's top-level await) can keep
+      // its last locals alive, which would say nothing about sksm.
+      function make() {
+      for (let i = 0; i < 4; i++) {
+        const e = new Engine({ autoCompact: { minFreeFrames: 0, minFreeRatio: 0 } })
+        const s = e.createSpace({ size: 8 << 20 })
+        s.fill(0, 8 << 20, 7)
+        s.merge()
+        s.discard(0, 4 << 20)
+        refs.push(new WeakRef(e))
+      }
+      }
+      make()
+      // Deferred housekeeping (the store's shrink) holds no strong reference: one turn later,
+      // nothing of sksm's keeps the dropped engines.
+      await new Promise((r) => setImmediate(r))
+      await new Promise((r) => setTimeout(r, 10))
+      globalThis.gc(); globalThis.gc()
+      console.log(refs.filter((r) => r.deref() !== undefined).length)
+    `
+    const r = await run(process.execPath, ["--expose-gc", "--import", "tsx", "--input-type=module", "-e", script])
+    expect(r.stderr).toBe("")
+    expect(r.stdout.trim()).toBe("0")
+  })
+})
