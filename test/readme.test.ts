@@ -24,4 +24,23 @@ describe("README", () => {
       rmSync(dir, { recursive: true, force: true })
     }
   })
+
+  it("its sksm/snapshot snippet runs and prints dedup figures", () => {
+    const readme = readFileSync(join(root, "README.md"), "utf8")
+    const block = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]!).find((b) => b.includes('from "sksm/snapshot"'))
+    expect(block).toBeDefined()
+    const code = block!
+      .replace(/from "sksm"/, `from ${JSON.stringify(join(root, "src/index.ts"))}`)
+      .replace(/from "sksm\/snapshot"/, `from ${JSON.stringify(join(root, "src/snapshot/index.ts"))}`)
+    const dir = mkdtempSync(join(root, ".readme-"))
+    try {
+      const file = join(dir, "snapshot.mts")
+      writeFileSync(file, code)
+      const out = execFileSync(join(root, "node_modules/.bin/tsx"), [file], { cwd: root, encoding: "utf8", timeout: 60_000 })
+      expect(out).toMatch(/dedup x4\.0/)
+      expect(out).toContain("1002 512 frames")
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
 })
