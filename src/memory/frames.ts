@@ -254,9 +254,12 @@ export class FramePool {
     this.storeBytesCopied += this.#copyLive(fresh, Math.min(keep, frames))
     this.storeMoves++
     const old = this.bytes.buffer as ArrayBuffer
+    const lent = this.lentForWrite
     this.lentForWrite = false
     this.#install(fresh.buffer as ArrayBuffer)
-    if (old.byteLength > 0) detach(old)
+    // Views a host kept of the old store must not take writes that no longer land anywhere; when
+    // none were lent the old buffer is just dropped (a transfer would only delay its release).
+    if (lent && old.byteLength > 0) detach(old)
   }
 
   /**

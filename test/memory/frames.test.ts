@@ -163,17 +163,24 @@ describe("placement and slabs", () => {
     expect(slabOf(p.alloc())).toBe(2)
   })
 
-  it("the store grows by reallocation, keeping every frame's bytes; old views are detached and users told", () => {
+  it("the store grows by reallocation, keeping every frame's bytes; users are told; old views are detached when write translations were lent", () => {
     const p = pool()
     const [f] = take(p, 1) as [number]
     paint(p, f, 0x5a)
     const old = p.bytes
     let told = 0
     p.addUser({ storeChanged: () => told++ })
-    take(p, 3 * FPS)
+    take(p, FPS)
     expect(p.bytes === old).toBe(false)
-    expect(old.byteLength).toBe(0) // detached
+    // Nothing lent: the old buffer is simply dropped (a transfer would only delay its release).
+    expect(old.byteLength).toBeGreaterThan(0)
     expect(told).toBeGreaterThan(0)
+    // Lent: the next growth detaches the old buffer, so a kept view takes no writes.
+    const lentView = p.bytes
+    p.lentForWrite = true
+    take(p, 4 * FPS)
+    expect(lentView.byteLength).toBe(0) // detached
+    expect(p.lentForWrite).toBe(false)
     expect(p.bytesReserved).toBe(p.slabCount * FPS * PS)
     expect(p.bytes[(f << p.pageShift) + PS - 1]).toBe(0x5a)
   })
