@@ -216,8 +216,12 @@ function parseArgs(argv: readonly string[]): { quick: boolean; only: string[]; o
   return { quick, only, out, write, child, isolate }
 }
 
+/** A usage mistake (an unknown bench name): one line, exit code 2, no stack trace. */
+class UsageError extends Error {}
+
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2))
+  for (const n of args.only) if (!BENCHES.some((b) => b.name === n)) throw new UsageError(`unknown bench "${n}"; known: ${BENCHES.map((b) => b.name).join(", ")}`)
   if (args.child !== null) return child(args.child, args.quick)
   const result = await runBenches({ quick: args.quick, only: args.only, isolate: args.isolate })
   const md = renderMarkdown(result)
@@ -233,6 +237,10 @@ async function main(): Promise<void> {
 
 if (process.argv[1] !== undefined && resolve(process.argv[1]) === HERE) {
   main().catch((e: unknown) => {
+    if (e instanceof UsageError) {
+      process.stderr.write(`bench: ${e.message}\n`)
+      process.exit(2)
+    }
     process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`)
     process.exit(1)
   })

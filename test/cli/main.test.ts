@@ -40,6 +40,13 @@ describe.concurrent("sksm command line", () => {
     expect(r.stderr).toMatch(/cannot create output directory \/proc\/sksm-no-such-dir/)
   })
 
+  it("usage error, exit 2: bench with an unknown bench name, no stack trace", async () => {
+    const r = await sksm(["bench", "nosuch"])
+    expect(r.code).toBe(2)
+    expect(r.stderr).toMatch(/unknown bench "nosuch"; known: word-access/)
+    expect(r.stderr).not.toMatch(/\n\s+at /)
+  })
+
   for (const [name, args, message] of bad) {
     it(`usage error, exit 2: ${name}`, async () => {
       const r = await sksm(args)
