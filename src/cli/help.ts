@@ -183,6 +183,9 @@ Options
                    on first use)
   --page-size N    Page size for image files, a power of two (default 4096)
   --replace        save: overwrite a snapshot of that name (atomically); default: refuse
+  --compress C     save: none or deflate (default none): deflate each new page on disk when
+                   that makes it smaller (about 3x less disk on interpreter heaps, slower saves);
+                   a store may mix both, every command reads both
   --out DIR        restore: directory to write the images into (must exist)
   --force          restore: overwrite image files that exist in --out DIR
   --instance I     restore: which interpreter of a --demo snapshot to resume (default 0)

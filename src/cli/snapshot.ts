@@ -33,7 +33,7 @@ export async function snapshot(args: readonly string[]): Promise<void> {
   const cmd = `${COMMAND} ${sub}`
   switch (sub) {
     case "save": {
-      const { values, positionals } = parse(cmd, rest, { ...common, "page-size": { type: "string" }, demo: { type: "string" }, replace: { type: "boolean" } }, true)
+      const { values, positionals } = parse(cmd, rest, { ...common, "page-size": { type: "string" }, demo: { type: "string" }, replace: { type: "boolean" }, compress: { type: "string" } }, true)
       const [name, ...files] = positionals
       if (name === undefined) throw usageError("snapshot save needs a NAME", cmd)
       const demo = values.demo === undefined ? undefined : intFlag(cmd, "demo", values.demo, 0, 1, 64)
@@ -42,7 +42,9 @@ export async function snapshot(args: readonly string[]): Promise<void> {
       if (demo !== undefined && values["page-size"] !== undefined) throw usageError("--page-size applies to image files (the interpreters' pages are 4096 bytes)", cmd)
       const pageSize = intFlag(cmd, "page-size", values["page-size"], 4096, 512, 1 << 20)
       if ((pageSize & (pageSize - 1)) !== 0) throw usageError(`--page-size must be a power of two, got "${values["page-size"]}"`, cmd)
-      await withStore(values.store, (store) => (demo !== undefined ? saveDemo(store, name, demo, values) : saveImages(store, name, files, pageSize, values)))
+      const compress = values.compress ?? "none"
+      if (compress !== "none" && compress !== "deflate") throw usageError(`--compress must be none or deflate, got "${compress}"`, cmd)
+      await withStore(values.store, (store) => (demo !== undefined ? saveDemo(store, name, demo, values) : saveImages(store, name, files, pageSize, values)), compress)
       return
     }
     case "restore": {
@@ -84,6 +86,7 @@ export async function snapshot(args: readonly string[]): Promise<void> {
         say(`  logical      ${bytes(s.logicalBytes).padStart(10)}   every space of every snapshot, zero pages included`)
         say(`  non-zero     ${bytes(s.nonZeroBytes).padStart(10)}   of those, non-zero pages`)
         say(`  stored       ${bytes(s.storedBytes).padStart(10)}   ${int(s.storedPages)} distinct pages${s.unreferencedPages > 0 ? ` (${int(s.unreferencedPages)} unreferenced: sksm snapshot gc frees them)` : ""}`)
+        if (s.compressionRatio !== 1) say(`  compressed   ${bytes(s.compressedBytes).padStart(10)}   stored pages as deflated on disk (${s.compressionRatio.toFixed(2)}x)`)
         say(`  on disk      ${bytes(s.diskBytes).padStart(10)}   pack files, index and manifests`)
         say(`  dedup ratio  ${`${s.dedupRatio.toFixed(2)}x`.padStart(10)}   non-zero / stored`)
         say(`  ratio        ${`${s.ratio.toFixed(2)}x`.padStart(10)}   logical / on disk`)
@@ -99,11 +102,11 @@ function storeDir(flag: string | undefined): string {
 }
 
 /** Open the store, run `op`, close it; the store's typed errors become one-line CLI errors. */
-async function withStore(flag: string | undefined, op: (store: SnapshotStore) => Promise<void>): Promise<void> {
+async function withStore(flag: string | undefined, op: (store: SnapshotStore) => Promise<void>, compress: "none" | "deflate" = "none"): Promise<void> {
   const dir = storeDir(flag)
   let store: SnapshotStore
   try {
-    store = await SnapshotStore.open(dir)
+    store = await SnapshotStore.open(dir, { compress })
   } catch (e) {
     throw storeError(e, dir)
   }

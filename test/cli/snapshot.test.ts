@@ -93,6 +93,26 @@ describe("sksm snapshot over image files", () => {
     expect(readFileSync(join(out, "b.img")).equals(b)).toBe(true)
   })
 
+  it("--compress deflate stores the pages deflated and restores byte-exact; du reports the compression", async () => {
+    const store = join(tmp, "store-z")
+    const text = Buffer.from("compressible ".repeat(8 * PS / 13 + 1).slice(0, 8 * PS))
+    const T = join(tmp, "text.img")
+    writeFileSync(T, text)
+    expect((await snap(store, "save", "z", T, A, "--compress", "deflate")).code).toBe(0)
+    const du = JSON.parse((await snap(store, "du", "--json")).stdout) as Record<string, number>
+    expect(du["compressionRatio"]).toBeGreaterThan(1.5)
+    expect(du["compressedBytes"]).toBeLessThan(du["storedBytes"]!)
+    expect((await snap(store, "du")).stdout).toMatch(/compressed\s+[\d.]+ KiB\s+stored pages as deflated on disk/)
+    const out = join(tmp, "out-z")
+    mkdirSync(out)
+    expect((await snap(store, "restore", "z", "--out", out)).code).toBe(0)
+    expect(readFileSync(join(out, "text.img")).equals(text)).toBe(true)
+    expect(readFileSync(join(out, "a.img")).equals(a)).toBe(true)
+    const bad = await snap(store, "save", "y", A, "--compress", "zstd")
+    expect(bad.code).toBe(2)
+    expect(oneLine(bad.stderr)).toBe(true)
+  })
+
   it("fails in one line: exit 1 for failures, 2 for bad usage", async () => {
     const store = join(tmp, "store3")
     const cases: [string[], number, RegExp][] = [
@@ -108,7 +128,8 @@ describe("sksm snapshot over image files", () => {
       [["ls", "--frob"], 2, /unknown option --frob for "sksm snapshot ls"/],
       [["restore"], 2, /needs a NAME/],
     ]
-    const runs = await Promise.all(cases.map(([args]) => snap(store, ...args)))
+    // One store each: a store has one writer process at a time (the others would get StoreUnavailable).
+    const runs = await Promise.all(cases.map(([args], i) => snap(`${store}-${i}`, ...args)))
     runs.forEach((r, i) => {
       const [args, code, re] = cases[i]!
       expect(r.code, args.join(" ")).toBe(code)
