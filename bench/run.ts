@@ -22,12 +22,13 @@ import { type BenchModule, type BenchResult, type BenchRow, fmt, type MachineInf
 import { memoryReturnBench } from "./memory-return.ts"
 import { merge } from "./merge.ts"
 import { realMemory } from "./real-memory.ts"
+import { snapshotBench } from "./snapshot.ts"
 import { scanner } from "./scanner.ts"
 import { security } from "./security.ts"
 import { wordAccess } from "./word-access.ts"
 
 /** Every bench, in the order a full run takes them. */
-export const BENCHES: readonly BenchModule[] = [wordAccess, memoryReturnBench, merge, kernelKsm, scanner, security, realMemory]
+export const BENCHES: readonly BenchModule[] = [wordAccess, memoryReturnBench, merge, kernelKsm, scanner, security, realMemory, snapshotBench]
 
 /** Options of {@link runBenches}. */
 export interface RunOptions {

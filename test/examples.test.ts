@@ -32,6 +32,25 @@ describe.concurrent("examples run and print what they promise", () => {
     expect(r.stdout).toMatch(/^OK: /m)
   })
 
+  it("hibernate-to-disk: a fleet saved by a process that is then killed resumes from disk in another", async () => {
+    const r = await example("hibernate-to-disk", { FLEET: "3" })
+    expect(errors(r.stderr)).toEqual([])
+    expect(r.code).toBe(0)
+    const saver = /\[saver pid (\d+)\] hibernated 3 interpreters: 48\.0 MiB of linear memory, (\d+) non-zero pages, (\d+) distinct pages written/.exec(r.stdout)
+    expect(saver).not.toBeNull()
+    // The framework is stored once for the fleet.
+    expect(Number(saver![3])).toBeLessThan(0.75 * Number(saver![2]))
+    expect(r.stdout).toMatch(/saver process ended: SIGKILL/)
+    const resumer = /\[resumer pid (\d+)\] restored 3 spaces from disk/.exec(r.stdout)
+    expect(resumer).not.toBeNull()
+    expect(resumer![1]).not.toBe(saver![1])
+    const would = /would have said: (.+)$/m.exec(r.stdout)?.[1]
+    expect(would).toMatch(/^router-1 next=11 /)
+    expect(/resumed instance says:\s+(.+)$/m.exec(r.stdout)?.[1]).toBe(would)
+    expect(r.stdout).toMatch(/and then:\s+router-1 next=12 /)
+    expect(r.stdout).toMatch(/^OK: /m)
+  })
+
   it("emulator-fleet: the background scanner merges the guests over time", async () => {
     const r = await example("emulator-fleet", { EMULATOR_SECONDS: "3", EMULATOR_PAGES_TO_SCAN: "3000" })
     expect(errors(r.stderr)).toEqual([])

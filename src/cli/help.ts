@@ -13,6 +13,8 @@ Commands
               processes (--pid) or raw image files and reports pages_shared / pages_sharing /
               profit as the kernel would count them, per process and per mapping.
   bench       Run the comparison benchmarks (merge() vs scanner policies vs the kernel's ksmd).
+  snapshot    Hibernate memory images or the demo's interpreters to a deduplicated on-disk
+              store (each distinct page once), restore them, list, remove, gc, du.
   help        Show help for a command: sksm help estimate
 
 Options
@@ -25,6 +27,7 @@ Examples
   sudo sksm estimate --pid 1234 --pid 5678
   sksm estimate guest0.raw guest1.raw --json > report.json
   sksm bench --quick
+  sksm snapshot save fleet-1 guest0.raw guest1.raw && sksm snapshot du
 
 Errors go to stderr as one line; the exit code is 1 for failures, 2 for bad usage.
 Set SKSM_DEBUG=1 to get stack traces of internal errors.
@@ -148,15 +151,65 @@ machine is loaded (more runnable tasks than cores): time goals may then FAIL for
 A full run (no --quick, no names) rewrites bench/RESULTS.md.
 `
 
+/** `sksm snapshot --help`. */
+export const SNAPSHOT_HELP = `sksm snapshot: a deduplicated, crash-safe snapshot store on disk (sksm/snapshot)
+
+Usage: sksm snapshot save NAME FILE... [--page-size N] [--replace]
+       sksm snapshot save NAME --demo N [--replace]
+       sksm snapshot restore NAME --out DIR [--force]        (images)
+       sksm snapshot restore NAME [--instance I]             (interpreters)
+       sksm snapshot ls | du | gc
+       sksm snapshot rm NAME...
+
+Every distinct non-zero page is stored once for the whole store (content-addressed with a
+keyed hash, per merge domain); zero pages cost nothing. A snapshot is committed atomically:
+after a crash it is either complete or absent.
+
+Subcommands
+  save NAME FILE...   Save raw memory images (one space per file, zero-padded to whole pages)
+                      as snapshot NAME. Only pages the store does not hold yet are written.
+  save NAME --demo N  Boot N of the demo's QuickJS interpreters (1..64), hibernate their
+                      linear memories and save them as snapshot NAME.
+  restore NAME        Images: write each image back into --out DIR, byte-exact, under its
+                      original file name. Interpreters: resume instance --instance I from disk
+                      and show that it carries on where the hibernated one stopped.
+  ls                  List the snapshots (name, kind, spaces, logical and non-zero bytes, time).
+  rm NAME...          Delete snapshots; their pages stay on disk until gc.
+  gc                  Free stored pages no snapshot references and compact the pack files.
+  du                  Logical bytes, non-zero bytes, stored bytes, bytes on disk, dedup ratio.
+
+Options
+  --store DIR      The store's directory (default: $SKSM_STORE, else ./sksm-snapshots; created
+                   on first use)
+  --page-size N    Page size for image files, a power of two (default 4096)
+  --replace        save: overwrite a snapshot of that name (atomically); default: refuse
+  --compress C     save: none or deflate (default none): deflate each new page on disk when
+                   that makes it smaller (about 3x less disk on interpreter heaps, slower saves);
+                   a store may mix both, every command reads both
+  --out DIR        restore: directory to write the images into (must exist)
+  --force          restore: overwrite image files that exist in --out DIR
+  --instance I     restore: which interpreter of a --demo snapshot to resume (default 0)
+  --json           Print one JSON document
+  --progress / --no-progress   Force the progress bar on stderr on or off (default: on a
+                   terminal, off with --json)
+
+Examples
+  sksm snapshot save guests guest0.raw guest1.raw guest2.raw
+  sksm snapshot du --json
+  sksm snapshot restore guests --out ./restored
+  sksm snapshot save fleet --demo 8 --store /var/lib/sksm && sksm snapshot restore fleet --instance 3 --store /var/lib/sksm
+  sksm snapshot rm guests && sksm snapshot gc
+`
+
 /** `sksm help --help`. */
 export const HELP_HELP = `sksm help: show the help of a command
 
 Usage: sksm help [COMMAND]
 
-  COMMAND    demo, estimate or bench (default: the overview, as sksm --help)
+  COMMAND    demo, estimate, bench or snapshot (default: the overview, as sksm --help)
 
 The same text as sksm COMMAND --help.
 `
 
 /** Help text by command name. */
-export const HELP: Readonly<Record<string, string>> = { demo: DEMO_HELP, estimate: ESTIMATE_HELP, bench: BENCH_HELP }
+export const HELP: Readonly<Record<string, string>> = { demo: DEMO_HELP, estimate: ESTIMATE_HELP, bench: BENCH_HELP, snapshot: SNAPSHOT_HELP }

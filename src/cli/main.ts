@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url"
 import { CliError, isMissingPackage, missingDependency, usageError } from "./errors.ts"
 import { HELP, HELP_HELP, MAIN_HELP } from "./help.ts"
 
-const COMMANDS = ["demo", "estimate", "bench", "help"] as const
+const COMMANDS = ["demo", "estimate", "bench", "snapshot", "help"] as const
 
 /** Run the command line with `argv` (without node and script). Resolves to the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
@@ -48,6 +48,9 @@ export async function main(argv: readonly string[]): Promise<number> {
       return 0
     case "bench":
       return (await import("./bench.ts")).bench(rest)
+    case "snapshot":
+      await (await import("./snapshot.ts")).snapshot(rest)
+      return 0
   }
   return 0
 }

@@ -20,6 +20,8 @@ export interface BackendUsage {
   readonly pages: number
   /** Payload bytes of those pages. */
   readonly pageBytes: number
+  /** Bytes those pages occupy as stored, when the backend compresses them (absent: pageBytes). */
+  readonly storedBytes?: number
   /** Bytes the backend occupies in all (payload, record headers, index, manifests, garbage). */
   readonly totalBytes: number
 }

@@ -31,6 +31,11 @@ export interface SnapshotStoreOptions {
   readonly crossDomain?: boolean
   /** Pack-file backend: size at which a pack file is closed and a new one started. @default 256 MiB */
   readonly packBytes?: number
+  /**
+   * Pack-file backend: compress each stored page with raw deflate when that makes it smaller
+   * (see PackBackendOptions.compress). Stores written either way open either way. @default "none"
+   */
+  readonly compress?: "none" | "deflate"
 }
 
 /** Options of {@link SnapshotStore.save}. */
@@ -110,8 +115,12 @@ export interface StoreStats {
   readonly nonZeroBytes: number
   /** Distinct pages stored. */
   readonly storedPages: number
-  /** Their payload bytes. */
+  /** Their payload bytes (uncompressed). */
   readonly storedBytes: number
+  /** What those payloads occupy as stored: less than storedBytes when the backend compresses. */
+  readonly compressedBytes: number
+  /** storedBytes / compressedBytes (1 without compression). */
+  readonly compressionRatio: number
   /** Stored pages no snapshot references (gc() frees them). */
   readonly unreferencedPages: number
   /** Bytes the backend occupies in all (record headers, index, manifests and garbage included). */
@@ -205,11 +214,12 @@ export class SnapshotStore {
    * recovering from any crash: a torn write, an uncommitted save, an interrupted gc.
    */
   static async open(dir: string, options?: SnapshotStoreOptions): Promise<SnapshotStore> {
-    const o = readOptions("SnapshotStore.open()", options, ["crossDomain", "packBytes"])
+    const o = readOptions("SnapshotStore.open()", options, ["crossDomain", "packBytes", "compress"])
     if (typeof dir !== "string" || dir.length === 0) throw new InvalidArgument(`SnapshotStore.open(): dir must be a non-empty path, got ${show(dir)}`)
     const crossDomain = optBool("SnapshotStore.open()", "crossDomain", o.crossDomain, false)
     const packBytes = o.packBytes === undefined ? {} : { packBytes: o.packBytes as number }
-    const backend = await PackBackend.open(dir, packBytes)
+    const compress = o.compress === undefined ? {} : { compress: o.compress as "none" | "deflate" }
+    const backend = await PackBackend.open(dir, { ...packBytes, ...compress })
     return SnapshotStore.withBackend(backend, { crossDomain }).catch(async (e: unknown) => {
       await backend.close()
       throw e
@@ -600,6 +610,8 @@ export class SnapshotStore {
           nonZeroBytes,
           storedPages: u.pages,
           storedBytes: u.pageBytes,
+          compressedBytes: u.storedBytes ?? u.pageBytes,
+          compressionRatio: (u.storedBytes ?? u.pageBytes) === 0 ? 1 : u.pageBytes / (u.storedBytes ?? u.pageBytes),
           unreferencedPages,
           diskBytes: u.totalBytes,
           dedupRatio: u.pageBytes === 0 ? 1 : nonZeroBytes / u.pageBytes,
