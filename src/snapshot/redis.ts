@@ -111,8 +111,8 @@ async function loadIoredis(): Promise<{ Redis: Client; Cluster: Client }> {
  * const store = await SnapshotStore.withBackend(backend)
  * ```
  *
- * Gotchas: each host's store lists the snapshots committed when it opened plus its own
- * (restore() of another host's snapshot works by name at any time). stats() and gc() scan every
+ * Gotchas: each host's store lists the snapshots committed when it opened plus its own, until
+ * `store.refresh()` (restore() of another host's snapshot works by name at any time). stats() and gc() scan every
  * page key (O(pages)); saves wait while a gc sweeps. The servers must keep data durably
  * (appendonly) for "durable" to mean what it means for the pack files.
  */

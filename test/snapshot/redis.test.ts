@@ -175,6 +175,32 @@ describe.each(["single", "cluster"] as const)("RedisBackend on a real Redis (%s)
     }
   })
 
+  it("refresh(): a host's store sees the snapshots other hosts committed, replaced and deleted", async () => {
+    const ns = `refresh-${kind}`
+    const engine = new Engine()
+    const hostA = await SnapshotStore.withBackend(await RedisBackend.open(opts(ns)))
+    const hostB = await SnapshotStore.withBackend(await RedisBackend.open(opts(ns)))
+    try {
+      await hostA.save(fleetImage(engine, 11), { name: "x", meta: { v: 1 } })
+      expect(hostB.list()).toEqual([])
+      await hostB.refresh()
+      expect(hostB.list().map((s) => [s.name, s.meta])).toEqual([["x", { v: 1 }]])
+      await hostA.save(fleetImage(engine, 12), { name: "x", meta: { v: 2 }, replace: true })
+      await hostB.refresh()
+      expect(hostB.list().map((s) => s.meta)).toEqual([{ v: 2 }])
+      await hostB.delete("x")
+      await hostA.refresh()
+      expect(hostA.list()).toEqual([])
+      expect((await hostA.stats()).unreferencedPages).toBeGreaterThan(0)
+      await hostA.gc()
+      const st = await hostA.stats()
+      expect([st.storedPages, st.unreferencedPages, st.snapshots]).toEqual([0, 0, 0])
+    } finally {
+      await hostA.close()
+      await hostB.close()
+    }
+  })
+
   it("a flipped byte in a stored page is SnapshotCorrupt naming the snapshot and page (the local cache does not hide it from a fresh host)", async () => {
     const ns = `corrupt-${kind}`
     const engine = new Engine()
