@@ -64,6 +64,11 @@ async function startServer(extra: string[] = []): Promise<number> {
   return port
 }
 
+// Should this worker end without afterAll (a crash, a timeout), the servers go with it.
+process.once("exit", () => {
+  for (const p of servers) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL")
+})
+
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "sksm-redis-"))
   // The child "host": one bundle (a plain node start), ioredis left to resolve from this repo.
