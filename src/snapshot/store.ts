@@ -623,6 +623,59 @@ export class SnapshotStore {
     }
   }
 
+  /**
+   * Re-read the committed snapshots from the backend (after the operations queued before it): for
+   * a store shared by several hosts (a fleet backend), list(), stats() and delete() then see the
+   * snapshots other hosts have committed, replaced or deleted since this store opened.
+   */
+  refresh(): Promise<void> {
+    try {
+      this.#live()
+      return this.#serial(async () => {
+        const names = new Set(await this.#backend.manifestNames())
+        for (const [name, entry] of this.#catalog) {
+          if (names.has(name)) continue
+          this.#catalog.delete(name)
+          this.#unref(entry.ids)
+        }
+        for (const name of [...this.#damaged]) if (!names.has(name)) this.#damaged.delete(name)
+        for (const name of names) {
+          const bytes = await this.#backend.getManifest(name)
+          const old = this.#catalog.get(name)
+          if (bytes === undefined) {
+            if (old !== undefined) {
+              this.#catalog.delete(name)
+              this.#unref(old.ids)
+            }
+            this.#damaged.delete(name)
+            continue
+          }
+          let m: Manifest
+          try {
+            m = decodeManifest(name, bytes)
+          } catch (e) {
+            if (!(e instanceof SnapshotCorrupt)) throw e
+            if (old !== undefined) {
+              this.#catalog.delete(name)
+              this.#unref(old.ids)
+            }
+            this.#damaged.add(name)
+            continue
+          }
+          if (old !== undefined) {
+            if (old.info.createdAt === m.createdAt) continue
+            this.#catalog.delete(name)
+            this.#unref(old.ids)
+          }
+          this.#damaged.delete(name)
+          this.#add(m)
+        }
+      })
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+
   /** Finish the queued operations, then release the storage (and its lock). Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return

@@ -65,7 +65,7 @@ describe("npm pack", () => {
     console.log(`npm pack: ${files.length} files, ${(statSync(pack.tarball).size / 1024).toFixed(1)} kB tarball`)
   })
 
-  it("the manifest: exports (types first), bin, an optional caret peer on effect, no dependencies, no install scripts", () => {
+  it("the manifest: exports (types first), bin, optional caret peers on effect and ioredis, no dependencies, no install scripts", () => {
     const pkg = JSON.parse(run("tar", ["-xzOf", pack.tarball, "package/package.json"], ROOT).stdout) as Record<string, unknown>
     expect(pkg["exports"]).toEqual({
       ".": { types: "./dist/index.d.ts", default: "./dist/index.js" },
@@ -75,8 +75,8 @@ describe("npm pack", () => {
     })
     expect(pkg["bin"]).toEqual({ sksm: "dist/cli/main.js" })
     expect(pkg["dependencies"]).toBeUndefined()
-    expect(pkg["peerDependencies"]).toEqual({ effect: "^4.1.0" })
-    expect(pkg["peerDependenciesMeta"]).toEqual({ effect: { optional: true } })
+    expect(pkg["peerDependencies"]).toEqual({ effect: "^4.1.0", ioredis: "^6.0.0" })
+    expect(pkg["peerDependenciesMeta"]).toEqual({ effect: { optional: true }, ioredis: { optional: true } })
     expect(pkg["sideEffects"]).toBe(false)
     expect(pkg["license"]).toBe("MIT")
     for (const k of ["keywords", "engines", "files", "description"]) expect(pkg[k]).toBeDefined()
@@ -113,6 +113,11 @@ describe("installed into a fresh project", () => {
     const out = lines(r.stdout)
     expect(out).toHaveLength(1)
     expect(out[0]).toMatch(/^ERR_MODULE_NOT_FOUND: Cannot find package 'effect' imported from .*sksm\/dist\/effect\.js$/)
+  })
+
+  it("sksm/snapshot without ioredis installed: loads; RedisBackend.open() says in one line what to install", () => {
+    const r = run(process.execPath, ["-e", 'import("sksm/snapshot").then(m => m.RedisBackend.open({ nodes: [{ host: "127.0.0.1", port: 1 }] })).then(() => console.log("opened"), e => console.log(`${e._tag}: ${e.message}`))'], plain)
+    expect(lines(r.stdout)).toEqual(["StoreUnavailable: RedisBackend needs the ioredis package: npm install ioredis@6"])
   })
 
   it("type-checks a TypeScript consumer: tsc 7 and 5.9, nodenext and bundler, declarations checked, no Node types", () => {

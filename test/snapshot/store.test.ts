@@ -149,6 +149,20 @@ describe("delete and gc", () => {
     await store.gc()
     expect((await store.stats()).storedPages).toBe(4)
   })
+
+  it("refresh() on a store nobody else writes changes nothing (references stay exact)", async () => {
+    const e = new Engine()
+    await store.save(image(e, 4, 9), { name: "a" })
+    await store.save(image(e, 4, 10), { name: "b" })
+    const before = store.list()
+    await store.refresh()
+    expect(store.list()).toEqual(before)
+    await store.delete("a")
+    await store.refresh()
+    expect((await store.gc()).pagesFreed).toBe(4)
+    expect((await store.stats()).unreferencedPages).toBe(0)
+    expect(same(image(e, 4, 10), (await store.restore("b", new Engine()))[0]!)).toBe(true)
+  })
 })
 
 describe("integrity", () => {
