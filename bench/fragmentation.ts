@@ -10,23 +10,11 @@
  * and dispose the one from two rounds ago, discard 3% of pages, merge again.
  */
 import { Engine } from "../test/helpers/internals.ts"
+import { xorshift32 } from "./xorshift.ts"
 
 const PS = 4096
 const PAGES = 16384
 const ROUNDS = 20
-
-/** xorshift32: deterministic, so both allocators see the same program. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1
-  return () => {
-    x ^= x << 13
-    x >>>= 0
-    x ^= x >>> 17
-    x ^= x << 5
-    x >>>= 0
-    return x
-  }
-}
 
 interface Shape {
   nonEmptySlabs: number
@@ -57,7 +45,7 @@ function shape(engine: Engine): Shape {
 /** Steady churn: after the merge, discard one random page and write another, 200k times. */
 function runChurn(): { final: Shape; meanExcess: number; ms: number } {
   const engine = new Engine({ pageSize: PS, seed: 7, autoCompact: false })
-  const r = rng(999)
+  const r = xorshift32(999)  // deterministic, so both allocators see the same program
   const a = engine.createSpace({ size: PAGES * PS, name: "a" })
   let unique = 1
   const t0 = performance.now()
@@ -85,7 +73,7 @@ function runChurn(): { final: Shape; meanExcess: number; ms: number } {
 
 function run(): { final: Shape; meanExcess: number; ms: number } {
   const engine = new Engine({ pageSize: PS, seed: 7, autoCompact: false })
-  const r = rng(12345)
+  const r = xorshift32(12345)
   const a = engine.createSpace({ size: PAGES * PS, name: "a" })
   let unique = 1
   const t0 = performance.now()

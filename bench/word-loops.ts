@@ -25,6 +25,8 @@
  * `memory.words` (reads translate with forWrite false, writes with true).
  */
 
+import { xorshift32 } from "./xorshift.ts"
+
 /** The delta the read-modify-write loop adds: odd, below 2^31 (an int32, the usual fast path). */
 export const DELTA = 0x61c88647
 
@@ -305,17 +307,6 @@ export function rmwIndepDirect(s: FastSpace, addrs: Uint32Array, start: number, 
 }
 
 // --------------------------------------------------------------------------- address lists
-
-/** xorshift32: a small seeded generator, so every run and every implementation sees the same lists. */
-export function xorshift32(seed: number): () => number {
-  let x = seed >>> 0 || 1
-  return () => {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    return (x >>>= 0)
-  }
-}
 
 /** `count` (a power of two) random addresses in [0, size - 4], multiples of 4 unless `anyAlignment`. */
 export function randomAddresses(count: number, size: number, seed: number, anyAlignment = false): Uint32Array {

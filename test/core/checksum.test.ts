@@ -7,19 +7,15 @@
  */
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
+import { xorshift32 } from "../../bench/xorshift.ts"
 import { domainSalt, expandSeed, fromBytesChecksum, fullChecksum, makeFullChecksum, makeSampledKey, type PageHash, SAMPLE_WORDS, secondKey } from "../../src/core/checksum.ts"
 
 const WORDS = 1024 // a 4 KiB page
 
 function randomPage(seed: number, words = WORDS): Uint32Array {
   const page = new Uint32Array(words)
-  let x = seed | 1
-  for (let i = 0; i < words; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    page[i] = x >>> 0
-  }
+  const next = xorshift32(seed | 1)
+  for (let i = 0; i < words; i++) page[i] = next()
   return page
 }
 
