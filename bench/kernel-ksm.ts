@@ -259,6 +259,32 @@ export interface KsmControl {
  * setting written through `ksm.set` (after run=2) at the end, on error, and on SIGINT/SIGTERM
  * (`onAbort` then runs first, synchronously, to stop processes `fn` started).
  */
+/**
+ * Put KSM back if the run is interrupted: on SIGINT or SIGTERM, `abort` runs first (kill helper
+ * processes, remove build files), then every setting is restored, the lock released and the
+ * process exits (130 / 143). Returns the call that uninstalls the handlers (the caller's
+ * `finally`). The handlers stay installed and ignore repeats: Ctrl-C often arrives twice (the
+ * terminal's and tsx's relay), and with no listener left Node would die mid-restore.
+ */
+export function restoreOnSignal(label: string, settings: KsmSettings, unlock: () => void, abort: () => void): () => void {
+  let exiting = false
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (exiting) return
+    exiting = true
+    abort()
+    const failures = settings.restore()
+    if (failures.length > 0) process.stderr.write(`${label}: could not restore: ${failures.join("; ")}\n`)
+    unlock()
+    process.exit(sig === "SIGINT" ? 130 : 143)
+  }
+  process.on("SIGINT", onSignal)
+  process.on("SIGTERM", onSignal)
+  return () => {
+    process.removeListener("SIGINT", onSignal)
+    process.removeListener("SIGTERM", onSignal)
+  }
+}
+
 export async function withKernelKsm<T>(fn: (ksm: KsmControl) => Promise<T>, onAbort: () => void = () => {}): Promise<{ readonly status: "skipped"; readonly reason: string } | { readonly status: "ok"; readonly value: T; readonly settingsBefore: Record<string, string>; readonly restoreFailures: string[] }> {
   if (process.platform !== "linux") return { status: "skipped", reason: `not Linux (platform ${process.platform})` }
   if (!existsSync(join(KSM_SYSFS, "run"))) return { status: "skipped", reason: `${KSM_SYSFS} is absent (kernel without CONFIG_KSM, or sysfs not mounted)` }
@@ -270,18 +296,7 @@ export async function withKernelKsm<T>(fn: (ksm: KsmControl) => Promise<T>, onAb
   const unlock = lock()
   if (typeof unlock === "string") return { status: "skipped", reason: unlock }
   const settings = new KsmSettings()
-  let exiting = false
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (exiting) return
-    exiting = true
-    onAbort()
-    const failures = settings.restore()
-    if (failures.length > 0) process.stderr.write(`kernel-ksm: could not restore: ${failures.join("; ")}\n`)
-    unlock()
-    process.exit(sig === "SIGINT" ? 130 : 143)
-  }
-  process.on("SIGINT", onSignal)
-  process.on("SIGTERM", onSignal)
+  const uninstall = restoreOnSignal("kernel-ksm", settings, unlock, onAbort)
   try {
     if (existsSync(join(KSM_SYSFS, "advisor_mode")) && readKsm("advisor_mode") !== "none") settings.set("advisor_mode", "none")
     const value = await fn({ set: (name, v) => settings.set(name, v), read: num })
@@ -289,8 +304,7 @@ export async function withKernelKsm<T>(fn: (ksm: KsmControl) => Promise<T>, onAb
     return { status: "ok", value, settingsBefore, restoreFailures: settings.restore() }
   } finally {
     settings.restore()
-    process.removeListener("SIGINT", onSignal)
-    process.removeListener("SIGTERM", onSignal)
+    uninstall()
     unlock()
   }
 }
@@ -453,22 +467,11 @@ export async function runKernelKsm(opts: KernelKsmOptions = {}): Promise<KernelK
 
   const settings = new KsmSettings()
   let helper: Helper | null = null
-  let exiting = false
-  const onSignal = (sig: NodeJS.Signals): void => {
-    // Ctrl-C often arrives twice (the terminal's and tsx's relay): stay installed and ignore
-    // repeats, because with no listener left Node would die mid-restore on the second one.
-    if (exiting) return
-    exiting = true
-    // Synchronous: the helper dies with its stdin pipe; KSM goes back as it was.
+  // Synchronous on a signal: the helper dies with its stdin pipe; KSM goes back as it was.
+  const uninstall = restoreOnSignal("kernel-ksm", settings, unlock, () => {
     if (helper !== null) process.kill(helper.pid, "SIGKILL")
-    const failures = settings.restore()
-    if (failures.length > 0) process.stderr.write(`kernel-ksm: could not restore: ${failures.join("; ")}\n`)
-    unlock()
     rmSync(build.dir, { recursive: true, force: true })
-    process.exit(sig === "SIGINT" ? 130 : 143)
-  }
-  process.on("SIGINT", onSignal)
-  process.on("SIGTERM", onSignal)
+  })
   let restoreFailures: string[] = []
   let settingsBefore: Record<string, string> = {}
   try {
@@ -512,8 +515,7 @@ export async function runKernelKsm(opts: KernelKsmOptions = {}): Promise<KernelK
     // Restore is idempotent: after the normal path above it has nothing left to do.
     const late = settings.restore()
     if (late.length > 0) restoreFailures.push(...late)
-    process.removeListener("SIGINT", onSignal)
-    process.removeListener("SIGTERM", onSignal)
+    uninstall()
     unlock()
     rmSync(build.dir, { recursive: true, force: true })
   }

@@ -13,7 +13,7 @@
 import { existsSync, rmSync } from "node:fs"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { buildHelper, findKsmd, type Helper, KSM_SYSFS, kernelKsmUnavailable, KsmSettings, lock, processCpu, readKsm, startHelperWith } from "./kernel-ksm.ts"
+import { buildHelper, findKsmd, type Helper, KSM_SYSFS, kernelKsmUnavailable, KsmSettings, lock, processCpu, readKsm, restoreOnSignal, startHelperWith } from "./kernel-ksm.ts"
 
 const SOURCE = join(dirname(fileURLToPath(import.meta.url)), "kernel-ksm", "ksm_files.c")
 
@@ -109,16 +109,10 @@ export async function kernelOnImages(sets: readonly { label: string; files: read
   const ksmd = findKsmd()!
   const settings = new KsmSettings()
   let helper: Helper | null = null
-  const onSignal = (sig: NodeJS.Signals): void => {
+  const uninstall = restoreOnSignal("kernel-real", settings, unlock, () => {
     if (helper !== null) process.kill(helper.pid, "SIGKILL")
-    const failures = settings.restore()
-    if (failures.length > 0) process.stderr.write(`kernel-real: could not restore: ${failures.join("; ")}\n`)
-    unlock()
     rmSync(build.dir, { recursive: true, force: true })
-    process.exit(sig === "SIGINT" ? 130 : 143)
-  }
-  process.once("SIGINT", onSignal)
-  process.once("SIGTERM", onSignal)
+  })
   const runs: KsmdConvergence[] = []
   let settingsBefore: Record<string, string> = {}
   const restoreFailures: string[] = []
@@ -143,8 +137,7 @@ export async function kernelOnImages(sets: readonly { label: string; files: read
     settingsBefore = settings.saved()
   } finally {
     restoreFailures.push(...settings.restore())
-    process.removeListener("SIGINT", onSignal)
-    process.removeListener("SIGTERM", onSignal)
+    uninstall()
     unlock()
     rmSync(build.dir, { recursive: true, force: true })
   }
