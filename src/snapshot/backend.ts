@@ -8,6 +8,20 @@
 /** A content id: 32 lowercase hex digits (128 bits of a keyed hash). */
 export type ContentId = string
 
+/** Write content id `id` as its 16 bytes into `out` at `at`. */
+export function idToBytes(id: ContentId, out: Uint8Array, at: number): void {
+  for (let i = 0; i < 16; i++) out[at + i] = parseInt(id.slice(i * 2, i * 2 + 2), 16)
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"))
+
+/** The content id of the 16 bytes of `b` at `at`. */
+export function idFromBytes(b: Uint8Array, at: number): ContentId {
+  let s = ""
+  for (let i = 0; i < 16; i++) s += HEX[b[at + i]!]!
+  return s
+}
+
 /** One page to store: its content id and its bytes (exactly one page). */
 export interface StoredPage {
   readonly id: ContentId

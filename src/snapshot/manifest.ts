@@ -8,7 +8,7 @@
  * scope, size, mergeAny }] }`. Pages are listed in ascending order.
  */
 import { createHash } from "node:crypto"
-import type { ContentId } from "./backend.ts"
+import { type ContentId, idFromBytes, idToBytes } from "./backend.ts"
 import { SnapshotCorrupt } from "./errors.ts"
 
 const MAGIC = new TextEncoder().encode("SKSMSNP1")
@@ -40,17 +40,6 @@ export interface Manifest {
   readonly spaces: readonly ManifestSpace[]
 }
 
-function hexInto(id: string, out: Uint8Array, at: number): void {
-  for (let i = 0; i < 16; i++) out[at + i] = parseInt(id.slice(i * 2, i * 2 + 2), 16)
-}
-
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"))
-function hexOf(b: Uint8Array, at: number): string {
-  let s = ""
-  for (let i = 0; i < 16; i++) s += HEX[b[at + i]!]!
-  return s
-}
-
 /** Encode a manifest (bytes to commit). */
 export function encodeManifest(m: Manifest): Uint8Array {
   const json = new TextEncoder().encode(
@@ -76,7 +65,7 @@ export function encodeManifest(m: Manifest): Uint8Array {
     at += 4
     for (let i = 0; i < s.pages.length; i++) {
       v.setUint32(at, s.pages[i]!, true)
-      hexInto(s.ids[i]!, out, at + 4)
+      idToBytes(s.ids[i]!, out, at + 4)
       at += ENTRY
     }
   }
@@ -126,7 +115,7 @@ export function decodeManifest(name: string, bytes: Uint8Array): Manifest {
       const p = v.getUint32(at, true)
       if (p >= limit || (i > 0 && p <= pages[i - 1]!)) bad("lists pages out of order or out of range")
       pages[i] = p
-      ids[i] = hexOf(bytes, at + 4)
+      ids[i] = idFromBytes(bytes, at + 4)
       at += ENTRY
     }
     spaces.push({ name: s["name"] as string, domain: s["domain"] as string, scope: s["scope"] as string, size: s["size"] as number, mergeAny: s["mergeAny"] as boolean, pages, ids })

@@ -27,7 +27,7 @@ import { type FileHandle, mkdir, open, readdir, readFile, rename, stat, truncate
 import { join } from "node:path"
 import { crc32, deflateRawSync, inflateRawSync } from "node:zlib"
 import { InvalidArgument, SksmError } from "../index.ts"
-import type { BackendUsage, ContentId, SnapshotBackend, StoredPage } from "./backend.ts"
+import { type BackendUsage, type ContentId, idFromBytes, idToBytes, type SnapshotBackend, type StoredPage } from "./backend.ts"
 import { StoreIOError, StoreUnavailable } from "./errors.ts"
 
 const RECORD_MAGIC = 0x47504b53 // "SKPG" little-endian
@@ -78,6 +78,15 @@ function locationOf(pack: number, offset: number, field: number): Location {
   const length = field & LENGTH_MASK
   const log = field >>> LENGTH_BITS
   return { pack, offset, length, raw: log === 0 ? length : 2 ** log }
+}
+
+/** Write the index entry of `id` at `loc` into `entries` at byte `e` (see the layout above). */
+function writeEntry(entries: Uint8Array, ev: DataView, e: number, id: ContentId, loc: Location): void {
+  idToBytes(id, entries, e)
+  ev.setUint32(e + 16, loc.pack, true)
+  ev.setUint32(e + 20, loc.offset, true)
+  ev.setUint32(e + 24, lengthField(loc), true)
+  ev.setUint32(e + 28, crc32(entries.subarray(e, e + 28)), true)
 }
 
 interface OpenPack {
@@ -141,16 +150,6 @@ async function commitFile(dir: string, name: string, bytes: Uint8Array, mode = 0
   }
   await rename(tmp, join(dir, name))
   await fsyncDir(dir)
-}
-
-function hexToBytes(id: string, out: Uint8Array, at: number): void {
-  for (let i = 0; i < 16; i++) out[at + i] = parseInt(id.slice(i * 2, i * 2 + 2), 16)
-}
-
-function bytesToHex(b: Uint8Array, at: number): string {
-  let s = ""
-  for (let i = 0; i < 16; i++) s += b[at + i]!.toString(16).padStart(2, "0")
-  return s
 }
 
 function isAlive(pid: number): boolean {
@@ -246,7 +245,7 @@ export class PackBackend implements SnapshotBackend {
     let good = 0
     while (good + INDEX_ENTRY_BYTES <= raw.length) {
       if (crc32(raw.subarray(good, good + 28)) !== view.getUint32(good + 28, true)) break
-      const id = bytesToHex(raw, good)
+      const id = idFromBytes(raw, good)
       this.#index.set(id, locationOf(view.getUint32(good + 16, true), view.getUint32(good + 20, true), view.getUint32(good + 24, true)))
       good += INDEX_ENTRY_BYTES
     }
@@ -374,48 +373,13 @@ export class PackBackend implements SnapshotBackend {
   async putPages(plain: readonly StoredPage[]): Promise<void> {
     this.#live()
     if (plain.length === 0) return
-    const pages = plain.map((p) => this.#encode(p))
-    const entries = new Uint8Array(pages.length * INDEX_ENTRY_BYTES)
+    const entries = new Uint8Array(plain.length * INDEX_ENTRY_BYTES)
     const ev = new DataView(entries.buffer)
-    const placed: [ContentId, Location][] = []
+    let placed: [ContentId, Location][] = []
     try {
       await io("append to a pack", async () => {
-        let i = 0
-        while (i < pages.length) {
-          const pack = await this.#appendPack(RECORD_HEADER_BYTES + pages[i]!.bytes.length)
-          // One write per run of records that fits in this pack and in READ_CHUNK.
-          let bytes = 0
-          let j = i
-          while (j < pages.length) {
-            const rec = RECORD_HEADER_BYTES + pages[j]!.bytes.length
-            if (j > i && (pack.size + bytes + rec > this.#packBytes || bytes + rec > READ_CHUNK)) break
-            bytes += rec
-            j++
-          }
-          const buf = new Uint8Array(bytes)
-          const bv = new DataView(buf.buffer)
-          let at = 0
-          for (let k = i; k < j; k++) {
-            const p = pages[k]!
-            bv.setUint32(at, p.raw === p.bytes.length ? RECORD_MAGIC : RECORD_MAGIC_DEFLATE, true)
-            bv.setUint32(at + 4, p.bytes.length, true)
-            hexToBytes(p.id, buf, at + 8)
-            buf.set(p.bytes, at + RECORD_HEADER_BYTES)
-            const loc: Location = { pack: pack.no, offset: pack.size + at, length: p.bytes.length, raw: p.raw }
-            const e = k * INDEX_ENTRY_BYTES
-            hexToBytes(p.id, entries, e)
-            ev.setUint32(e + 16, loc.pack, true)
-            ev.setUint32(e + 20, loc.offset, true)
-            ev.setUint32(e + 24, lengthField(loc), true)
-            ev.setUint32(e + 28, crc32(entries.subarray(e, e + 28)), true)
-            placed.push([p.id, loc])
-            at += RECORD_HEADER_BYTES + p.bytes.length
-          }
-          await writeAll(pack.fh, buf, pack.size)
-          pack.size += bytes
-          this.#packs.set(pack.no, pack.size)
-          i = j
-        }
+        placed = await this.#appendRecords(plain)
+        placed.forEach(([id, loc], k) => writeEntry(entries, ev, k * INDEX_ENTRY_BYTES, id, loc))
         // Durable before any index entry points at it (a pack left behind was synced by #appendPack).
         await this.#current!.fh.sync()
         const fh = await this.#indexHandle()
@@ -433,10 +397,7 @@ export class PackBackend implements SnapshotBackend {
       throw e
     }
     this.#indexSize += entries.length
-    for (const [id, loc] of placed) {
-      this.#index.set(id, loc)
-      this.#packs.set(loc.pack, Math.max(this.#packs.get(loc.pack) ?? 0, loc.offset + RECORD_HEADER_BYTES + loc.length))
-    }
+    for (const [id, loc] of placed) this.#index.set(id, loc)
   }
 
   async #indexHandle(): Promise<FileHandle> {
@@ -490,7 +451,7 @@ export class PackBackend implements SnapshotBackend {
           const at = loc.offset - first.offset
           if (at + RECORD_HEADER_BYTES + loc.length > buf.length) continue
           const deflated = loc.raw !== loc.length
-          if (bv.getUint32(at, true) !== (deflated ? RECORD_MAGIC_DEFLATE : RECORD_MAGIC) || bv.getUint32(at + 4, true) !== loc.length || bytesToHex(buf, at + 8) !== id) continue
+          if (bv.getUint32(at, true) !== (deflated ? RECORD_MAGIC_DEFLATE : RECORD_MAGIC) || bv.getUint32(at + 4, true) !== loc.length || idFromBytes(buf, at + 8) !== id) continue
           const payload = buf.subarray(at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + loc.length)
           if (!deflated) out[i] = payload.slice()
           else {
@@ -535,46 +496,36 @@ export class PackBackend implements SnapshotBackend {
       const newIndex = new Map(this.#index)
       for (const [id, loc] of this.#index) if (!live.has(id)) newIndex.delete(id)
       const oldPacks = new Map(this.#packs)
-      const saved = new Map(this.#index)
-      try {
-        // Appends go to fresh packs, numbered above every old one; the index is rewritten whole below.
-        this.#freshPack = true
-        for (let k = 0; k < moving.length; k += 1024) {
-          const batch = moving.slice(k, k + 1024)
-          const bytes = await this.#read(batch.map(([id]) => id))
-          const pages: StoredPage[] = []
-          batch.forEach(([id], n) => {
-            const b = bytes[n]
-            if (b !== undefined) pages.push({ id, bytes: b })
-            else newIndex.delete(id) // unreadable: not held any more (a later save rewrites it)
-          })
-          await this.#appendRecords(pages, newIndex)
-        }
-        if (this.#current !== null) await (this.#current as OpenPack).fh.sync()
-        await fsyncDir(join(this.dir, "packs"))
-        // Commit the new index whole.
-        const entries = new Uint8Array(newIndex.size * INDEX_ENTRY_BYTES)
-        const ev = new DataView(entries.buffer)
-        let e = 0
-        for (const [id, loc] of newIndex) {
-          hexToBytes(id, entries, e)
-          ev.setUint32(e + 16, loc.pack, true)
-          ev.setUint32(e + 20, loc.offset, true)
-          ev.setUint32(e + 24, lengthField(loc), true)
-          ev.setUint32(e + 28, crc32(entries.subarray(e, e + 28)), true)
-          e += INDEX_ENTRY_BYTES
-        }
-        await this.#indexFh?.close()
-        this.#indexFh = null
-        await commitFile(this.dir, "index.log", entries)
-        this.#indexSize = entries.length
-        this.#index.clear()
-        for (const [id, loc] of newIndex) this.#index.set(id, loc)
-      } catch (err) {
-        this.#index.clear()
-        for (const [id, loc] of saved) this.#index.set(id, loc)
-        throw err
+      // this.#index changes only once the new index is committed: a failure leaves it as it was.
+      // Appends go to fresh packs, numbered above every old one; the index is rewritten whole below.
+      this.#freshPack = true
+      for (let k = 0; k < moving.length; k += 1024) {
+        const batch = moving.slice(k, k + 1024)
+        const bytes = await this.#read(batch.map(([id]) => id))
+        const pages: StoredPage[] = []
+        batch.forEach(([id], n) => {
+          const b = bytes[n]
+          if (b !== undefined) pages.push({ id, bytes: b })
+          else newIndex.delete(id) // unreadable: not held any more (a later save rewrites it)
+        })
+        for (const [id, loc] of await this.#appendRecords(pages)) newIndex.set(id, loc)
       }
+      if (this.#current !== null) await (this.#current as OpenPack).fh.sync()
+      await fsyncDir(join(this.dir, "packs"))
+      // Commit the new index whole.
+      const entries = new Uint8Array(newIndex.size * INDEX_ENTRY_BYTES)
+      const ev = new DataView(entries.buffer)
+      let e = 0
+      for (const [id, loc] of newIndex) {
+        writeEntry(entries, ev, e, id, loc)
+        e += INDEX_ENTRY_BYTES
+      }
+      await this.#indexFh?.close()
+      this.#indexFh = null
+      await commitFile(this.dir, "index.log", entries)
+      this.#indexSize = entries.length
+      this.#index.clear()
+      for (const [id, loc] of newIndex) this.#index.set(id, loc)
       // The old packs are unreferenced now: remove them.
       for (const no of dirtyPacks) {
         if (!oldPacks.has(no)) continue
@@ -586,22 +537,42 @@ export class PackBackend implements SnapshotBackend {
     return dropped
   }
 
-  /** Append records to packs for compaction (no index append: the caller rewrites the index). */
-  async #appendRecords(plain: readonly StoredPage[], index: Map<ContentId, Location>): Promise<void> {
-    for (const page of plain) {
-      const p = this.#encode(page)
-      const pack = await this.#appendPack(RECORD_HEADER_BYTES + p.bytes.length)
-      const buf = new Uint8Array(RECORD_HEADER_BYTES + p.bytes.length)
+  /**
+   * Append records to packs (not synced, no index entry: the caller does both); returns where each
+   * page went. One write per run of records that fits in the current pack and in READ_CHUNK.
+   */
+  async #appendRecords(plain: readonly StoredPage[]): Promise<[ContentId, Location][]> {
+    const pages = plain.map((p) => this.#encode(p))
+    const placed: [ContentId, Location][] = []
+    let i = 0
+    while (i < pages.length) {
+      const pack = await this.#appendPack(RECORD_HEADER_BYTES + pages[i]!.bytes.length)
+      let bytes = 0
+      let j = i
+      while (j < pages.length) {
+        const rec = RECORD_HEADER_BYTES + pages[j]!.bytes.length
+        if (j > i && (pack.size + bytes + rec > this.#packBytes || bytes + rec > READ_CHUNK)) break
+        bytes += rec
+        j++
+      }
+      const buf = new Uint8Array(bytes)
       const bv = new DataView(buf.buffer)
-      bv.setUint32(0, p.raw === p.bytes.length ? RECORD_MAGIC : RECORD_MAGIC_DEFLATE, true)
-      bv.setUint32(4, p.bytes.length, true)
-      hexToBytes(p.id, buf, 8)
-      buf.set(p.bytes, RECORD_HEADER_BYTES)
+      let at = 0
+      for (let k = i; k < j; k++) {
+        const p = pages[k]!
+        bv.setUint32(at, p.raw === p.bytes.length ? RECORD_MAGIC : RECORD_MAGIC_DEFLATE, true)
+        bv.setUint32(at + 4, p.bytes.length, true)
+        idToBytes(p.id, buf, at + 8)
+        buf.set(p.bytes, at + RECORD_HEADER_BYTES)
+        placed.push([p.id, { pack: pack.no, offset: pack.size + at, length: p.bytes.length, raw: p.raw }])
+        at += RECORD_HEADER_BYTES + p.bytes.length
+      }
       await writeAll(pack.fh, buf, pack.size)
-      index.set(p.id, { pack: pack.no, offset: pack.size, length: p.bytes.length, raw: p.raw })
-      pack.size += buf.length
+      pack.size += bytes
       this.#packs.set(pack.no, pack.size)
+      i = j
     }
+    return placed
   }
 
   async putManifest(name: string, bytes: Uint8Array): Promise<void> {

@@ -29,7 +29,7 @@ import type { BackendUsage, ContentId, SnapshotBackend, StoredPage } from "./bac
 import { SnapshotCorrupt, StoreIOError, StoreUnavailable } from "./errors.ts"
 import { InvalidArgument } from "../index.ts"
 import { decodeManifest } from "./manifest.ts"
-import { readOptions, show } from "./options.ts"
+import { optBool, readOptions, show } from "./options.ts"
 
 /** One Redis server: a single node, or a seed node of a cluster. */
 export interface RedisNode {
@@ -155,8 +155,7 @@ export class RedisBackend implements SnapshotBackend {
       if (typeof r.port !== "number" || !Number.isInteger(r.port) || r.port < 1 || r.port > 65535) throw new InvalidArgument(`${where}: a node's port must be an integer in 1..65535, got ${show(r.port)}`)
       return { host: r.host, port: r.port }
     })
-    const cluster = o.cluster === undefined ? false : o.cluster
-    if (typeof cluster !== "boolean") throw new InvalidArgument(`${where}: cluster must be a boolean, got ${show(cluster)}`)
+    const cluster = optBool(where, "cluster", o.cluster, false)
     const ns = o.namespace === undefined ? "sksm" : o.namespace
     if (typeof ns !== "string" || !NAMESPACE.test(ns)) throw new InvalidArgument(`${where}: namespace must be 1 to 64 of A-Z a-z 0-9 . _ - not starting with . or -, got ${show(ns)}`)
     const int = (name: string, v: unknown, d: number, min: number): number => {
@@ -236,11 +235,7 @@ export class RedisBackend implements SnapshotBackend {
 
   #remember(id: ContentId, bytes: Uint8Array): void {
     if (this.#cacheBytes === 0 || bytes.length > this.#cacheBytes) return
-    const old = this.#cache.get(id)
-    if (old !== undefined) {
-      this.#cache.delete(id)
-      this.#cached -= old.length
-    }
+    this.#forget(id)
     this.#cache.set(id, bytes)
     this.#cached += bytes.length
     for (const [k, v] of this.#cache) {

@@ -14,7 +14,7 @@
  */
 import { createHmac, randomBytes } from "node:crypto"
 import { type AddressSpace, Engine, InvalidArgument, PageCategory } from "../index.ts"
-import type { ContentId, SnapshotBackend, StoredPage } from "./backend.ts"
+import { type ContentId, idFromBytes, type SnapshotBackend, type StoredPage } from "./backend.ts"
 import { SnapshotCorrupt, SnapshotExists, SnapshotNotFound, StoreIOError, StoreUnavailable } from "./errors.ts"
 import { decodeManifest, encodeManifest, type Manifest, type ManifestSpace } from "./manifest.ts"
 import { checkName, optBool, readOptions, show } from "./options.ts"
@@ -162,7 +162,24 @@ const IO_PAGES = 4096
 /** Which store tracks a space's writes (one at a time: the WRITTEN bits are one resource). */
 const tracking = new WeakMap<AddressSpace, Tracking>()
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"))
+/** What list() says of a snapshot, from its manifest. */
+function infoOf(m: Manifest): SnapshotInfo {
+  let logical = 0
+  let nonZero = 0
+  for (const s of m.spaces) {
+    logical += s.size
+    nonZero += s.pages.length
+  }
+  return Object.freeze({
+    name: m.name,
+    createdAt: m.createdAt,
+    meta: m.meta,
+    pageSize: m.pageSize,
+    spaces: Object.freeze(m.spaces.map((s) => Object.freeze({ name: s.name, domain: s.domain, size: s.size, nonZeroPages: s.pages.length }))),
+    logicalBytes: logical,
+    nonZeroBytes: nonZero * m.pageSize,
+  })
+}
 
 function isZero(words: Uint32Array): boolean {
   for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false
@@ -260,24 +277,17 @@ export class SnapshotStore {
 
   #add(m: Manifest): void {
     const ids = new Set<ContentId>()
-    let logical = 0
-    let nonZero = 0
-    for (const s of m.spaces) {
-      for (const id of s.ids) ids.add(id)
-      logical += s.size
-      nonZero += s.pages.length * m.pageSize
-    }
+    for (const s of m.spaces) for (const id of s.ids) ids.add(id)
     for (const id of ids) this.#refs.set(id, (this.#refs.get(id) ?? 0) + 1)
-    const info: SnapshotInfo = Object.freeze({
-      name: m.name,
-      createdAt: m.createdAt,
-      meta: m.meta,
-      pageSize: m.pageSize,
-      spaces: Object.freeze(m.spaces.map((s) => Object.freeze({ name: s.name, domain: s.domain, size: s.size, nonZeroPages: s.pages.length }))),
-      logicalBytes: logical,
-      nonZeroBytes: nonZero,
-    })
-    this.#catalog.set(m.name, { info, ids: [...ids] })
+    this.#catalog.set(m.name, { info: infoOf(m), ids: [...ids] })
+  }
+
+  /** Drop snapshot `name` from the catalog (if listed), releasing its references. */
+  #drop(name: string): void {
+    const entry = this.#catalog.get(name)
+    if (entry === undefined) return
+    this.#catalog.delete(name)
+    this.#unref(entry.ids)
   }
 
   #unref(ids: Iterable<ContentId>): void {
@@ -316,10 +326,7 @@ export class SnapshotStore {
 
   /** The content id of `page` in dedup scope `scope`. */
   #idOf(scope: string, page: Uint8Array): ContentId {
-    const d = createHmac("sha256", this.#key).update(this.#prefix(scope)).update(page).digest()
-    let s = ""
-    for (let i = 0; i < 16; i++) s += HEX[d[i]!]!
-    return s
+    return idFromBytes(createHmac("sha256", this.#key).update(this.#prefix(scope)).update(page).digest(), 0)
   }
 
   /**
@@ -455,25 +462,12 @@ export class SnapshotStore {
       }
       for (let i = 0; i < toWrite.length; i += IO_PAGES) await this.#backend.putPages(toWrite.slice(i, i + IO_PAGES))
       await this.#backend.putManifest(name, encodeManifest(manifest))
-      const old = this.#catalog.get(name)
-      if (old !== undefined) {
-        this.#catalog.delete(name)
-        this.#unref(old.ids)
-      }
+      this.#drop(name)
       this.#damaged.delete(name)
       // The pins become the snapshot's references.
       const ids = [...pinned]
       pinned.clear()
-      const info: SnapshotInfo = Object.freeze({
-        name,
-        createdAt: manifest.createdAt,
-        meta,
-        pageSize,
-        spaces: Object.freeze(mspaces.map((s) => Object.freeze({ name: s.name, domain: s.domain, size: s.size, nonZeroPages: s.pages.length }))),
-        logicalBytes: mspaces.reduce((a, s) => a + s.size, 0),
-        nonZeroBytes: nonZero * pageSize,
-      })
-      this.#catalog.set(name, { info, ids })
+      this.#catalog.set(name, { info: infoOf(manifest), ids })
       return Object.freeze({ name, pages: totalPages, nonZeroPages: nonZero, hashedPages: hashed, newPages: toWrite.length, newBytes })
     }).catch((e: unknown) => {
       this.#unref(pinned)
@@ -559,12 +553,10 @@ export class SnapshotStore {
       this.#live()
       checkName("SnapshotStore.delete()", name)
       return this.#serial(async () => {
-        const entry = this.#catalog.get(name)
-        if (entry === undefined && !this.#damaged.has(name)) throw new SnapshotNotFound(name)
+        if (!this.#catalog.has(name) && !this.#damaged.has(name)) throw new SnapshotNotFound(name)
         await this.#backend.deleteManifest(name)
-        this.#catalog.delete(name)
+        this.#drop(name)
         this.#damaged.delete(name)
-        if (entry !== undefined) this.#unref(entry.ids)
       })
     } catch (e) {
       return Promise.reject(e)
@@ -595,6 +587,7 @@ export class SnapshotStore {
       this.#live()
       return this.#serial(async () => {
         const u = await this.#backend.usage()
+        const compressedBytes = u.storedBytes ?? u.pageBytes
         let logicalBytes = 0
         let nonZeroBytes = 0
         for (const { info } of this.#catalog.values()) {
@@ -610,8 +603,8 @@ export class SnapshotStore {
           nonZeroBytes,
           storedPages: u.pages,
           storedBytes: u.pageBytes,
-          compressedBytes: u.storedBytes ?? u.pageBytes,
-          compressionRatio: (u.storedBytes ?? u.pageBytes) === 0 ? 1 : u.pageBytes / (u.storedBytes ?? u.pageBytes),
+          compressedBytes,
+          compressionRatio: compressedBytes === 0 ? 1 : u.pageBytes / compressedBytes,
           unreferencedPages,
           diskBytes: u.totalBytes,
           dedupRatio: u.pageBytes === 0 ? 1 : nonZeroBytes / u.pageBytes,
@@ -633,20 +626,12 @@ export class SnapshotStore {
       this.#live()
       return this.#serial(async () => {
         const names = new Set(await this.#backend.manifestNames())
-        for (const [name, entry] of this.#catalog) {
-          if (names.has(name)) continue
-          this.#catalog.delete(name)
-          this.#unref(entry.ids)
-        }
+        for (const name of [...this.#catalog.keys()]) if (!names.has(name)) this.#drop(name)
         for (const name of [...this.#damaged]) if (!names.has(name)) this.#damaged.delete(name)
         for (const name of names) {
           const bytes = await this.#backend.getManifest(name)
-          const old = this.#catalog.get(name)
           if (bytes === undefined) {
-            if (old !== undefined) {
-              this.#catalog.delete(name)
-              this.#unref(old.ids)
-            }
+            this.#drop(name)
             this.#damaged.delete(name)
             continue
           }
@@ -655,18 +640,12 @@ export class SnapshotStore {
             m = decodeManifest(name, bytes)
           } catch (e) {
             if (!(e instanceof SnapshotCorrupt)) throw e
-            if (old !== undefined) {
-              this.#catalog.delete(name)
-              this.#unref(old.ids)
-            }
+            this.#drop(name)
             this.#damaged.add(name)
             continue
           }
-          if (old !== undefined) {
-            if (old.info.createdAt === m.createdAt) continue
-            this.#catalog.delete(name)
-            this.#unref(old.ids)
-          }
+          if (this.#catalog.get(name)?.info.createdAt === m.createdAt) continue
+          this.#drop(name)
           this.#damaged.delete(name)
           this.#add(m)
         }
