@@ -206,6 +206,8 @@ export class MergeCore implements SharingObserver {
   }
   #hintKey = 0
   #hintPlace = 0
+  /** Full checksum of the hint frame, given to or computed by that lookup, or -1 (none yet). */
+  #hintSum = -1
   /** Equal-key entries the last #find compared. */
   #lastEqual = 0
   /** Sampled keys that crowded: their pages live at the second level (see findCandidate). */
@@ -443,11 +445,13 @@ export class MergeCore implements SharingObserver {
    * page cannot hide it. A lookup level compares at most `maxCandidates` equal-key entries and
    * visits at most `maxWalk` bucket entries; CROWDED means even the second level was cut short
    * (only full-checksum collisions do that). Work per call: at most 2 * maxCandidates memcmps,
-   * 2 * maxWalk entries and one full checksum.
+   * 2 * maxWalk entries and one full checksum (none when the caller passes `sum`, the frame's
+   * {@link checksumOf} it already holds; -1: not known).
    */
-  findCandidate(f: number, key: number): number {
+  findCandidate(f: number, key: number, sum = -1): number {
     this.#hintFrame = f
     this.#hintKey = key
+    this.#hintSum = sum
     if (this.#crowded.size === 0 || !this.#crowded.has(key)) {
       const e = this.#find(f, key)
       if (e >= 0) return e
@@ -463,7 +467,8 @@ export class MergeCore implements SharingObserver {
       }
       // Cut short by the bucket walk (other keys share the bucket): look at the second level too.
     }
-    const k2 = secondKey(this.checksumOf(f), key)
+    if (this.#hintSum < 0) this.#hintSum = this.checksumOf(f)
+    const k2 = secondKey(this.#hintSum, key)
     this.#hintPlace = k2
     const e2 = this.#find(f, k2)
     if (e2 >= 0) return e2
@@ -505,7 +510,8 @@ export class MergeCore implements SharingObserver {
   /** Key to insert frame `f` under: the sampled `key`, or its second level once that key is crowded. */
   #placeKey(f: number, key: number): number {
     // Right after findCandidate on this frame and key (the usual case): where that lookup ended.
-    let place = f === this.#hintFrame && key === this.#hintKey ? this.#hintPlace : -2
+    const hinted = f === this.#hintFrame && key === this.#hintKey
+    let place = hinted ? this.#hintPlace : -2
     if (place === -2) {
       if (this.#crowded.size !== 0 && this.#crowded.has(key)) return secondKey(this.checksumOf(f), key)
       const table = this.table
@@ -523,7 +529,7 @@ export class MergeCore implements SharingObserver {
     }
     if (place !== CROWD_ON_INSERT) return place
     this.#crowd(key)
-    return secondKey(this.checksumOf(f), key)
+    return secondKey(hinted && this.#hintSum >= 0 ? this.#hintSum : this.checksumOf(f), key)
   }
 
   /**
@@ -545,9 +551,10 @@ export class MergeCore implements SharingObserver {
    * useZeroPages; never a pinned page), else merges into an identical table frame with room.
    * Returns Outcome.ZeroMapped, Merged, Pinned (a partner exists but the page is pinned, so it
    * cannot be write-protected), Crowded, or -1: no stable partner; {@link lastKey} then holds the
-   * salted table key for a later {@link mergePair}.
+   * salted table key for a later {@link mergePair}. `sum`: the frame's {@link checksumOf} if the
+   * caller holds it (-1: not known), so the lookup never computes it again.
    */
-  mergeStable(space: PagedSpace, pi: number, f: number, salt: number, pinned: boolean): number {
+  mergeStable(space: PagedSpace, pi: number, f: number, salt: number, pinned: boolean, sum = -1): number {
     const pool = this.pool
     if (this.useZeroPages && !pinned && pool.words[f * this.#wordsPerPage] === 0 && pool.isZero(f)) {
       this.mapZero(space, pi)
@@ -555,7 +562,7 @@ export class MergeCore implements SharingObserver {
     }
     const key = (this.keyOf(f) ^ salt) >>> 0
     this.lastKey = key
-    const e = this.findCandidate(f, key)
+    const e = this.findCandidate(f, key, sum)
     if (e >= 0) {
       if (pinned) return Outcome.Pinned
       this.mergeInto(space, pi, e)
@@ -566,6 +573,11 @@ export class MergeCore implements SharingObserver {
 
   /** The salted table key {@link mergeStable} computed last. */
   lastKey = 0
+
+  /** Full checksum of the frame of the last lookup ({@link findCandidate}), if it was given or computed one; else -1. */
+  get lastSum(): number {
+    return this.#hintSum
+  }
 
   /**
    * Two identical, unmerged, unpinned pages a policy found (its unstable index): page `kpi` of

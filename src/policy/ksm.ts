@@ -30,7 +30,7 @@ import { FRAME_KSM, ZERO_FRAME } from "../memory/frames.ts"
 import { PAGE_MERGEABLE, PAGE_MERGED, PAGE_PINNED } from "../memory/flags.ts"
 import type { PagedSpace } from "../memory/space.ts"
 import type { OptionSpecs } from "./options.ts"
-import { Pair, type PolicyParams, type ScanHost, ScannerBase, Slot } from "./scanner.ts"
+import { type PolicyParams, type ScanHost, ScannerBase, Slot } from "./scanner.ts"
 
 /** meta state bit: an rmap item exists for the page. */
 const ITEM = 1
@@ -83,12 +83,9 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
   readonly policy = "ksm" as const
   protected readonly keepsScanned = true
   protected readonly sameFrameStops = true
-  /** calc_checksum(ZERO_PAGE) (zero_checksum). */
-  readonly #zeroSum: number
 
   constructor(host: ScanHost, params: PolicyParams<typeof KSM_OPTIONS>) {
     super(host, params)
-    this.#zeroSum = this.core.checksumOf(ZERO_FRAME)
     this.init()
   }
 
@@ -210,7 +207,7 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
     }
     // write_protect_page refuses a page with extra references (a pin): it can be indexed, never merged.
     const pinned = (b & PAGE_PINNED) !== 0
-    const o = this.stableStep(slot, pi, f, pinned)
+    const o = this.stableStep(slot, pi, f, pinned, sum)
     // A zero-mapped page's item stays until the next pass frees it (the kernel's zero-page PTE
     // is not visited), counted as volatile meanwhile, as in the kernel.
     if (o === Outcome.Merged) this.#toCore(slot, pi)

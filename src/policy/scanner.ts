@@ -99,16 +99,6 @@ export interface PolicyParams<O extends OptionSpecs> {
   readonly clock: ScanClock | undefined
 }
 
-/** {@link ScannerBase.pairSearch} results. */
-export const Pair = {
-  /** Merged with a partner of this pass's index. */
-  Merged: 0,
-  /** No partner: the page entered the index. */
-  Indexed: 1,
-  /** Gave up this time (bounds, a pin, same frame, no memory): not indexed. */
-  GaveUp: 2,
-} as const
-
 /** Cursor value: at the list head, between passes. */
 const AT_HEAD = -1
 
@@ -259,10 +249,11 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
   /**
    * unstable_tree_search_insert: look for an identical page of this pass under `ukey` (the
    * salted full checksum); merge the pair ({@link MergeCore.mergePair}, under table key `key`)
-   * or enter this page in the index. Bounded like the core's lookups: at most maxWalk entries
-   * and maxCandidates memcmps; dead entries (pages written, merged or gone) are skipped.
+   * or enter this page in the index; or give up this time (bounds, a pin, same frame, no
+   * memory). Bounded like the core's lookups: at most maxWalk entries and maxCandidates
+   * memcmps; dead entries (pages written, merged or gone) are skipped.
    */
-  protected pairSearch(slot: S, pi: number, f: number, pinned: boolean, ukey: number, key: number): number {
+  protected pairSearch(slot: S, pi: number, f: number, pinned: boolean, ukey: number, key: number): void {
     const pool = this.pool
     const core = this.core
     const idx = this.index
@@ -270,7 +261,7 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
     let visits = core.maxWalk
     let compares = core.maxCandidates
     for (let u = idx.head(ukey); u !== -1; u = idx.next[u]!) {
-      if (--visits < 0) return Pair.GaveUp
+      if (--visits < 0) return
       if (idx.key[u] !== ukey) continue
       const ts = this.byId.get(idx.space[u]!)
       if (ts === undefined) continue
@@ -284,31 +275,30 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
       if (tf === ZERO_FRAME || (tb & PAGE_MERGED) !== 0 || (pool.flags[tf]! & FRAME_KSM) !== 0) continue
       if (!this.partnerUsable(ts, tpi, tb)) continue
       if (tf === f) {
-        if (this.sameFrameStops) return Pair.GaveUp
+        if (this.sameFrameStops) return
         continue
       }
-      if (--compares < 0) return Pair.GaveUp
+      if (--compares < 0) return
       if (pool.compare(tf, f) !== 0) continue
       // Identical: both are checked before either changes (a pinned page cannot be write-protected).
-      if (pinned || (tb & PAGE_PINNED) !== 0) return Pair.GaveUp
+      if (pinned || (tb & PAGE_PINNED) !== 0) return
       const keep = this.keepsScanned
-      if (!core.mergePair(keep ? slot.space : tspace, keep ? pi : tpi, keep ? tspace : slot.space, keep ? tpi : pi, key)) return Pair.GaveUp
+      if (!core.mergePair(keep ? slot.space : tspace, keep ? pi : tpi, keep ? tspace : slot.space, keep ? tpi : pi, key)) return
       if (keep) this.paired(slot, pi, ts, tpi)
       else this.paired(ts, tpi, slot, pi)
       this.rMerged += 2
-      return Pair.Merged
+      return
     }
     try {
       idx.insert(ukey, slot.id, pi)
     } catch (err) {
-      if (err instanceof OutOfMemory) return Pair.GaveUp
+      if (err instanceof OutOfMemory) return
       throw err
     }
     this.indexed(slot, pi, seq)
     slot.unstable++
     this.unshared++
     this.rUnstable++
-    return Pair.Indexed
   }
 
   /**
@@ -335,9 +325,10 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
    * The stable step both policies take for a candidate page `pi` (frame `f`): join a table
    * frame it maps since a fork (max_page_sharing_bypass), map the zero page, or merge with a
    * stable frame. Returns the Outcome, or -1 with the salted table key in core.lastKey: no
-   * stable partner, search this pass's index next.
+   * stable partner, search this pass's index next. `sum`: the frame's full checksum if the
+   * policy holds it (-1: not known; core.lastSum then has it if the lookup computed it).
    */
-  protected stableStep(slot: S, pi: number, f: number, pinned: boolean): number {
+  protected stableStep(slot: S, pi: number, f: number, pinned: boolean, sum = -1): number {
     const core = this.core
     if ((this.pool.flags[f]! & FRAME_KSM) !== 0) {
       // A table frame this page maps without being its rmap entry (a KSM page inherited by fork).
@@ -345,7 +336,7 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
       this.rMerged++
       return Outcome.Merged
     }
-    const o = core.mergeStable(slot.space, pi, f, slot.salt, pinned)
+    const o = core.mergeStable(slot.space, pi, f, slot.salt, pinned, sum)
     if (o === Outcome.Merged) this.rMerged++
     else if (o === Outcome.ZeroMapped) this.rZero++
     return o

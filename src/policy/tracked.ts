@@ -279,9 +279,11 @@ export class TrackedScanner extends ScannerBase<TrackedSlot, typeof TRACKED_OPTI
     if (o === Outcome.Merged || o === Outcome.ZeroMapped) this.#hold(slot, pi, true)
     if (o !== -1) return
     // The candidate index is keyed by the keyed full-page checksum, not the sampled table key:
-    // pages that differ only outside the sample must not pile up in one chain.
+    // pages that differ only outside the sample must not pile up in one chain. A crowded sampled
+    // key made the lookup compute that checksum already (core.lastSum).
     const core = this.core
-    this.pairSearch(slot, pi, f, false, (core.checksumOf(f) ^ slot.salt) >>> 0, core.lastKey)
+    const sum = core.lastSum >= 0 ? core.lastSum : core.checksumOf(f)
+    this.pairSearch(slot, pi, f, false, (sum ^ slot.salt) >>> 0, core.lastKey)
   }
 
   protected inIndex(ts: TrackedSlot, tpi: number, seq: number): boolean {
