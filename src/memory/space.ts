@@ -177,11 +177,6 @@ export class PagedSpace {
    */
   mergeAny = false
 
-  /** Whether page `pi` is a candidate for the background scanner (MADV_MERGEABLE or mergeAny). */
-  isMergeable(pi: number): boolean {
-    return this.mergeAny || (this.pflags[pi]! & PAGE_MERGEABLE) !== 0
-  }
-
   /** True once dispose() ran. */
   get disposed(): boolean {
     return this.#disposed
@@ -492,9 +487,11 @@ export class PagedSpace {
 
   // ---------------------------------------------------------------- faults
 
-  /** Fault page `pi` for writing. Reserves its frame first, so it fails before changing anything. */
+  /**
+   * Fault page `pi` for writing. Reserves its frame first, so it fails before changing anything.
+   * Callers have checked #live() already (ensureFree re-checks Busy).
+   */
   #faultOne(pi: number): void {
-    this.#live()
     this.pool.ensureFree(this.#needsFrame(pi) ? 1 : 0, "cow")
     this.#fault(pi, false)
   }
