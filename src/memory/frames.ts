@@ -43,7 +43,7 @@ export interface SharingObserver {
 export interface FramePoolOptions {
   /** Page (frame) size in bytes: a power of two from 512 to 65536. @default 4096 */
   readonly pageSize?: number
-  /** Cap on the bytes of frame memory reserved (slabs). @default Infinity */
+  /** Cap on the bytes of frame memory reserved (slabs); the store itself never passes 2 GiB less 64 KiB per engine (int32 offsets). @default Infinity */
   readonly maxMemoryBytes?: number
   /** Bytes per slab, a power of two >= pageSize. Small slabs empty sooner under compaction. @default 1 MiB */
   readonly slabBytes?: number
@@ -87,8 +87,12 @@ export interface StoreUser {
   storeChanged(): void
 }
 
-/** The largest store: one Uint8Array views all of it, and V8 caps a Uint8Array at 2^32 bytes. */
-export const MAX_STORE_BYTES = 2 ** 32
+/**
+ * The largest store: 2 GiB less one largest page. The hot paths compute byte offsets as int32
+ * (`frame << pageShift`), so every offset, and the store's size in frames << pageShift, must
+ * stay below 2^31; past it they would wrap negative and reads/writes would miss the store.
+ */
+export const MAX_STORE_BYTES = 2 ** 31 - 65536
 
 /** Page tables kept for reuse: a fork or createSpace of the same size skips the first-touch faults of fresh memory. */
 const RECYCLE_BYTES = 64 << 20
@@ -145,9 +149,6 @@ export class FramePool {
   ksmZeroPages = 0
   /** Copy-on-write faults that copied a frame, all spaces. */
   cowFaults = 0
-  /** Store reallocations (growth and shrink) since the pool was made, and the bytes they copied. */
-  storeMoves = 0
-  storeBytesCopied = 0
   /** Fault-injection hook for tests: called before every allocation point; throw to fail it. */
   failpoint: ((site: string) => void) | null = null
   observer: SharingObserver | null = null
@@ -251,8 +252,7 @@ export class FramePool {
   #reallocate(frames: number, keep: number): void {
     const bytes = frames << this.pageShift
     const fresh = allocating(`a frame store of ${bytes} bytes`, () => this.backing.allocate(bytes))
-    this.storeBytesCopied += this.#copyLive(fresh, Math.min(keep, frames))
-    this.storeMoves++
+    this.#copyLive(fresh, Math.min(keep, frames))
     const old = this.bytes.buffer as ArrayBuffer
     const lent = this.lentForWrite
     this.lentForWrite = false
@@ -265,13 +265,12 @@ export class FramePool {
   /**
    * Copy the frames below `limit` that are not free into `fresh`, run by run. Free frames are
    * skipped: their contents do not matter, and leaving them unwritten in a fresh store keeps
-   * them from becoming resident memory. Returns the bytes copied.
+   * them from becoming resident memory.
    */
-  #copyLive(fresh: Uint8Array, limit: number): number {
+  #copyLive(fresh: Uint8Array, limit: number): void {
     const free = new Uint8Array(limit)
     for (let s = 0; s < this.slabCount; s++) for (let f = this.#slabFreeHead[s]!; f !== -1; f = this.entry[f]!) if (f < limit) free[f] = 1
     const ps = this.pageShift
-    let copied = 0
     for (let f = 0; f < limit; ) {
       if (free[f] === 1) {
         f++
@@ -280,10 +279,8 @@ export class FramePool {
       let end = f + 1
       while (end < limit && free[end] === 0) end++
       fresh.set(this.bytes.subarray(f << ps, end << ps), f << ps)
-      copied += (end - f) << ps
       f = end
     }
-    return copied
   }
 
   // ---------------------------------------------------------------- page tables
@@ -447,7 +444,8 @@ export class FramePool {
     const maxFrames = Math.floor(this.maxMemoryBytes / this.pageSize)
     const have = this.storeFrames
     if (have + need > maxFrames) {
-      throw new OutOfMemory(`maxMemoryBytes (${this.maxMemoryBytes}) reached: ${need} more frame(s) needed`)
+      const cap = this.maxMemoryBytes === MAX_STORE_BYTES ? `the frame store's limit (${MAX_STORE_BYTES} bytes, 2 GiB less 64 KiB)` : `maxMemoryBytes (${this.maxMemoryBytes})`
+      throw new OutOfMemory(`${cap} reached: ${need} more frame(s) needed`)
     }
     // Whole slabs, at least half the store more, never past the cap (the last slab may be short).
     let frames = Math.max(have + need, have + (have >>> 1))

@@ -102,6 +102,17 @@ describe("FramePool refusals change nothing", () => {
     expect(take(p, FPS - 1)).toHaveLength(FPS - 1)
   })
 
+  it("past the store's 2 GiB limit (int32 byte offsets): OutOfMemory naming it, before allocating", () => {
+    const big = new FramePool(resolveFramePoolOptions({ pageSize: 65536 }))
+    const before = books(big)
+    // 2 GiB of 64 KiB frames would make `frame << 16` wrap negative at the top of the store.
+    expect(() => big.ensureFree(2 ** 31 / 65536)).toThrow(OutOfMemory)
+    expect(() => big.ensureFree(2 ** 31 / 65536)).toThrow(/frame store's limit \(2147418112 bytes/)
+    expect(books(big)).toEqual(before)
+    // A cap the caller set is named as theirs.
+    expect(() => pool({ maxMemoryBytes: FPS * PS }).ensureFree(FPS + 1)).toThrow(/maxMemoryBytes \(2048\)/)
+  })
+
   it("a cap that is not a whole number of slabs gives a short last slab", () => {
     const p = pool({ maxMemoryBytes: FPS * PS + 2 * PS })
     take(p, FPS - 1 + 2)
