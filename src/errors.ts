@@ -50,6 +50,15 @@ export class ScannerDetached extends SksmError {
 }
 
 /**
+ * The operation is not available in this configuration (`EOPNOTSUPP`): a write translation over a
+ * shared frame store (it cannot be revoked), or shared memory where the runtime has none (a
+ * browser page without cross-origin isolation).
+ */
+export class Unsupported extends SksmError {
+  readonly _tag = "Unsupported" as const
+}
+
+/**
  * Run an allocation of the runtime's memory (typed arrays, slabs): the runtime's refusal (a
  * RangeError) becomes OutOfMemory saying what could not be allocated. The one way sksm turns a
  * refused allocation into its error; `maxMemoryBytes` is checked before allocating, by the pool.
@@ -64,4 +73,4 @@ export function allocating<T>(what: string, allocate: () => T): T {
 }
 
 /** Union of every error the plain API throws on purpose. */
-export type SksmErrorType = OutOfBounds | InvalidArgument | SpaceDisposed | OutOfMemory | PinnedPage | Busy | ScannerDetached
+export type SksmErrorType = OutOfBounds | InvalidArgument | SpaceDisposed | OutOfMemory | PinnedPage | Busy | ScannerDetached | Unsupported

@@ -17,13 +17,16 @@ export { DEFAULT_COMPACT_BUDGET_PAGES } from "./memory/compact.ts"
 export type { AutoCompactOptions, AutoCompactSettings, CompactionTotals, CompactReport } from "./memory/compact.ts"
 
 // Errors (each has a `_tag`):
-export { Busy, InvalidArgument, OutOfBounds, OutOfMemory, PinnedPage, ScannerDetached, SksmError, SpaceDisposed } from "./errors.ts"
+export { Busy, InvalidArgument, OutOfBounds, OutOfMemory, PinnedPage, ScannerDetached, SksmError, SpaceDisposed, Unsupported } from "./errors.ts"
 export type { SksmErrorType } from "./errors.ts"
 
 // Background scanner (ksmd; engine.scanner(options)):
 export { DEFAULT_TUNABLES, POLICY_NAMES } from "./policy/registry.ts"
 export type { ResolvedTunables, ScannerOptions, ScannerTunables, ScanPolicyName } from "./policy/registry.ts"
 export type { Scanner } from "./policy/scanner.ts"
+// Hashing off the host's thread (scanner option `offload`; sksm/worker runs the thread):
+export { HasherState, OFFLOAD_RING_JOBS, OffloadHasher } from "./policy/offload.ts"
+export type { OffloadChannel } from "./policy/offload.ts"
 export type { AdvisorMode, CommonTunables, ScanClock, ScanReport } from "./policy/options.ts"
 export type { AdvisorResult } from "./policy/advisor.ts"
 

@@ -17,6 +17,7 @@ const SRC = fileURLToPath(new URL("../src/", import.meta.url))
 const LAYERS: readonly (readonly string[])[] = [
   ["cli"],
   ["effect.ts", "snapshot"],
+  ["worker"],
   ["index.ts"],
   ["engine"],
   ["space", "policy"],
@@ -109,7 +110,7 @@ describe("architecture", () => {
     expect(findCycles(edges)).toEqual(["a.ts -> b.ts -> c.ts -> a.ts"])
   })
 
-  it("points every arrow down the layers: cli -> effect | snapshot -> index -> engine -> space | policy -> core -> memory -> validate, platform -> errors", () => {
+  it("points every arrow down the layers: cli -> effect | snapshot -> worker -> index -> engine -> space | policy -> core -> memory -> validate, platform -> errors", () => {
     const wrong: string[] = []
     for (const [f, imps] of graph) {
       const from = unitOf(f)
@@ -133,21 +134,21 @@ describe("architecture", () => {
     expect(wrong).toEqual([])
   })
 
-  it("the snapshot store reaches the library only through the public API (src/index.ts)", () => {
+  it.each(["snapshot", "worker"])("the %s layer reaches the library only through the public API (src/index.ts)", (unit) => {
     const wrong: string[] = []
     for (const [f, imps] of graph) {
-      if (unitOf(f) !== "snapshot") continue
-      for (const { target } of imps) if (target !== null && unitOf(target) !== "snapshot" && target !== resolve(SRC, "index.ts")) wrong.push(`${relative(SRC, f)} -> ${relative(SRC, target)}`)
+      if (unitOf(f) !== unit) continue
+      for (const { target } of imps) if (target !== null && unitOf(target) !== unit && target !== resolve(SRC, "index.ts")) wrong.push(`${relative(SRC, f)} -> ${relative(SRC, target)}`)
     }
     expect(wrong).toEqual([])
-    expect(graph.get(resolve(SRC, "snapshot/index.ts"))).toBeDefined()
+    expect(graph.get(resolve(SRC, `${unit}/index.ts`))).toBeDefined()
   })
 
-  it("nothing outside src/cli/, src/snapshot/ (Node entry points) and the platform seam uses Buffer, process, setImmediate or node:* modules", () => {
+  it("nothing outside src/cli/, src/snapshot/, src/worker/ (Node entry points; the worker's by feature detection) and the platform seam uses Buffer, process, setImmediate or node:* modules", () => {
     const wrong: string[] = []
     for (const [f, imps] of graph) {
       const rel = relative(SRC, f)
-      if (unitOf(f) === "cli" || unitOf(f) === "snapshot") continue
+      if (unitOf(f) === "cli" || unitOf(f) === "snapshot" || unitOf(f) === "worker") continue
       for (const { spec } of imps) if (spec.startsWith("node:") || ["fs", "path", "os", "crypto", "worker_threads", "buffer"].includes(spec)) wrong.push(`${rel} imports ${spec}`)
       if (rel === "platform.ts") continue
       const text = code(readFileSync(f, "utf8")).replace(/(["'`])(?:\\.|(?!\1).)*\1/g, '""')

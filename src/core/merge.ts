@@ -213,6 +213,8 @@ export class MergeCore implements SharingObserver {
   /** Sampled keys that crowded: their pages live at the second level (see findCandidate). */
   readonly #crowded = new Set<number>()
   #chainCache = { version: -1, chains: 0, dups: 0 }
+  /** The hashes' key material (see hashMaterial); null with an injected checksum. */
+  readonly #material: Uint32Array | null
 
   /** `options` come from {@link resolveMergeCoreOptions}. */
   constructor(pool: FramePool, options: ResolvedMergeCoreOptions) {
@@ -231,6 +233,7 @@ export class MergeCore implements SharingObserver {
     this.idlePasses = options.idlePasses
     // Secret key material: 128 bits from the OS CSPRNG unless a test fixed the seed.
     const material = seed === undefined ? secretWords(4) : expandSeed(seed)
+    this.#material = options.checksum !== undefined ? null : Uint32Array.from(material)
     this.#wordsPerPage = pool.pageSize >>> 2
     this.key = options.checksum !== undefined ? guarded(pool, fromBytesChecksum(options.checksum)) : makeSampledKey(this.#wordsPerPage, material)
     this.checksum = makeFullChecksum(material)
@@ -264,14 +267,36 @@ export class MergeCore implements SharingObserver {
     return this.secure || (typeof domain === "string" && this.#secureDomains.has(domain))
   }
 
-  /** Unsalted key of frame `f`. */
+  /** Unsalted key of frame `f` (a hashing thread's digest when one is valid for the frame's current bytes). */
   keyOf(f: number): number {
+    const d = this.pool.digests
+    if (d !== null && Atomics.load(d.gen, f) === this.pool.writeGen![f]) return d.key[f]!
     return this.key(this.pool.words, f * this.#wordsPerPage, this.#wordsPerPage)
   }
 
-  /** Full checksum of frame `f`. */
+  /** Full checksum of frame `f` (a hashing thread's digest when one is valid for the frame's current bytes). */
   checksumOf(f: number): number {
+    const d = this.pool.digests
+    if (d !== null && Atomics.load(d.gen, f) === this.pool.writeGen![f]) return d.sum[f]!
     return this.checksum(this.pool.words, f * this.#wordsPerPage, this.#wordsPerPage)
+  }
+
+  /**
+   * Whether a hashing thread's digest of frame `f` is valid now (see FrameDigests): then
+   * {@link checksumOf} and {@link keyOf} cost no hashing on this thread.
+   */
+  digested(f: number): boolean {
+    const d = this.pool.digests
+    return d !== null && Atomics.load(d.gen, f) === this.pool.writeGen![f]
+  }
+
+  /**
+   * The key material of this engine's two page hashes, for a hashing thread that must compute
+   * exactly what {@link checksumOf} and {@link keyOf} compute. Null when an injected checksum
+   * replaces the key (a function cannot cross threads). Secret: never log it.
+   */
+  get hashMaterial(): Uint32Array | null {
+    return this.#material === null ? null : this.#material.slice()
   }
 
   // ---------------------------------------------------------------- merge (MADV_MERGE)
@@ -756,7 +781,11 @@ export class MergeCore implements SharingObserver {
         pool.decref(f)
       }
       const rest = fl & ~(PAGE_MERGED | PAGE_KSM_ZERO)
-      space.pflags[pi] = (rest & PAGE_UFFD_WP) !== 0 ? rest : rest | PAGE_WRITABLE
+      if ((rest & PAGE_UFFD_WP) !== 0) space.pflags[pi] = rest
+      else {
+        space.pflags[pi] = rest | PAGE_WRITABLE
+        pool.madeWritable(nf)
+      }
       // Writable without a fault: the idle count must restart (a write would not clear it now).
       if (space.idle !== null) space.idle[pi] = 0
       n++

@@ -29,7 +29,7 @@ export interface EngineOptions extends FramePoolOptions, MergeCoreOptions {
 let internalsOf: (engine: Engine) => EngineInternals
 
 /** The keys of {@link EngineOptions}. */
-const ENGINE_KEYS = ["pageSize", "maxMemoryBytes", "slabBytes", ...MERGE_CORE_KEYS, "autoCompact"] as const
+const ENGINE_KEYS = ["pageSize", "maxMemoryBytes", "slabBytes", "sharedMemory", ...MERGE_CORE_KEYS, "autoCompact"] as const
 
 /** engine.memory(): where the process's memory for this engine goes. */
 export interface MemoryReport {
@@ -278,6 +278,7 @@ export class Engine {
     this.#scanner?.detach()
     this.#scanner = next
     this.#core.scan = next
+    if (next.offloadChannel() === null) this.#pool.disableDigests()
     return next
   }
 

@@ -15,10 +15,10 @@
  * Frame 0 is the engine's zero frame (ZERO_PAGE): never written, never freed,
  * never moved. Every unpopulated page and every merge-placed zero page maps it.
  */
-import { allocating, Busy, InvalidArgument, OutOfMemory } from "../errors.ts"
+import { allocating, Busy, InvalidArgument, OutOfMemory, Unsupported } from "../errors.ts"
 import { show } from "../validate.ts"
 import { detach } from "../platform.ts"
-import { type FrameBacking, heapBacking } from "./backing.ts"
+import { type FrameBacking, heapBacking, sharedBacking, sharedMemoryAvailable } from "./backing.ts"
 import { makeRandom, type RandomU32 } from "./random.ts"
 
 /** Frame flag: the frame is in the merge table (a KSM page); never reused in place on write. */
@@ -47,6 +47,14 @@ export interface FramePoolOptions {
   readonly maxMemoryBytes?: number
   /** Bytes per slab, a power of two >= pageSize. Small slabs empty sooner under compaction. @default 1 MiB */
   readonly slabBytes?: number
+  /**
+   * Keep the frames in a SharedArrayBuffer, so a worker thread can hash them in place (the
+   * worker scanner, `sksm/worker`). Word access costs the same. Gotchas: write translations
+   * (`space.translate(addr, true)`) are Unsupported, because a shared buffer cannot be detached
+   * to revoke them; where the runtime has no shared memory (a browser page without cross-origin
+   * isolation) the engine cannot be made (Unsupported, with the reason). @default false
+   */
+  readonly sharedMemory?: boolean
 }
 
 /** {@link FramePoolOptions} validated, every field present. */
@@ -54,6 +62,7 @@ export interface ResolvedFramePoolOptions {
   readonly pageSize: number
   readonly maxMemoryBytes: number
   readonly slabBytes: number
+  readonly sharedMemory: boolean
 }
 
 /** Validate the frame pool's fields of an options snapshot (InvalidArgument names the field). */
@@ -66,7 +75,13 @@ export function resolveFramePoolOptions(o: Readonly<Record<string, unknown>>): R
   }
   const slabBytes = o["slabBytes"] ?? Math.max(1 << 20, pageSize)
   if (!isPowerOfTwoIn(slabBytes, pageSize, 1 << 30)) throw new InvalidArgument(`slabBytes must be a power of two from pageSize to 1 GiB, got ${show(slabBytes)}`)
-  return { pageSize, maxMemoryBytes, slabBytes }
+  const sharedMemory = o["sharedMemory"] ?? false
+  if (typeof sharedMemory !== "boolean") throw new InvalidArgument(`sharedMemory must be a boolean, got ${show(sharedMemory)}`)
+  if (sharedMemory) {
+    const why = sharedMemoryAvailable()
+    if (why !== null) throw new Unsupported(`sharedMemory: ${why}`)
+  }
+  return { pageSize, maxMemoryBytes, slabBytes, sharedMemory }
 }
 
 function isPowerOfTwoIn(v: unknown, lo: number, hi: number): v is number {
@@ -81,6 +96,17 @@ const EMPTY_I32 = new Int32Array(0)
  * and sparse slabs drain, which is what lets compaction release them with few moves.
  */
 const CLASSES = 32
+
+/**
+ * Digests a hashing thread published for frames (the worker scanner): frame f's full checksum
+ * `sum[f]` and unsalted table key `key[f]` are valid while `Atomics.load(gen, f)` equals the
+ * pool's `writeGen[f]`. Shared with the worker; only the worker writes them.
+ */
+export interface FrameDigests {
+  readonly gen: Int32Array
+  readonly sum: Uint32Array
+  readonly key: Uint32Array
+}
 
 /** Told when the store's buffer changes (growth, shrink, revocation): re-read the views. */
 export interface StoreUser {
@@ -166,15 +192,29 @@ export class FramePool {
    * frame must revoke them first ({@link revokeWrites}).
    */
   lentForWrite = false
+  /** The store is a SharedArrayBuffer (sharedMemory): never detached, so write translations are not lent. */
+  readonly shared: boolean
+  /**
+   * Per frame, odd, bumped by 2 whenever the frame's contents may change behind the engine's
+   * back: a mapping of it became writable ({@link madeWritable}) or it was freed. A digest
+   * published with the same value describes the frame's current bytes (the worker scanner's
+   * write-protect-then-hash protocol). null unless digests are enabled.
+   */
+  writeGen: Int32Array | null = null
+  /** Digests published by a hashing thread; null unless enabled ({@link enableDigests}). */
+  digests: FrameDigests | null = null
+  /** Bumped whenever the store's buffer or the digest arrays are replaced: a hashing thread must take the new ones. */
+  sharedVersion = 0
   readonly #users = new Set<StoreUser>()
   /** Recycled page tables by page count (see takeTables). */
   readonly #recycled = new Map<number, { pte: Int32Array; pflags: Uint8Array }[]>()
   #recycledBytes = 0
 
   /** `options` must be validated already ({@link resolveFramePoolOptions}). */
-  constructor(options: ResolvedFramePoolOptions, backing: FrameBacking = heapBacking(options.pageSize)) {
+  constructor(options: ResolvedFramePoolOptions, backing?: FrameBacking) {
     const { pageSize, maxMemoryBytes, slabBytes } = options
-    this.backing = backing
+    this.backing = backing ?? (options.sharedMemory ? sharedBacking(pageSize) : heapBacking(pageSize))
+    this.shared = this.backing.shared
     this.pageSize = pageSize
     this.pageShift = Math.log2(pageSize)
     this.framesPerSlab = slabBytes / pageSize
@@ -203,7 +243,9 @@ export class FramePool {
   /** Bytes of per-frame metadata (typed arrays), honest to their allocated length. */
   get metadataBytes(): number {
     const perSlab = this.slabUsed.byteLength + this.#slabFreeHead.byteLength + this.#slabClass.byteLength + this.#slabNext.byteLength + this.#slabPrev.byteLength
-    return this.refcount.byteLength + this.flags.byteLength + this.entry.byteLength + perSlab + this.#recycledBytes
+    const d = this.digests
+    const digestBytes = (this.writeGen?.byteLength ?? 0) + (d === null ? 0 : d.gen.byteLength + d.sum.byteLength + d.key.byteLength)
+    return this.refcount.byteLength + this.flags.byteLength + this.entry.byteLength + perSlab + this.#recycledBytes + digestBytes
   }
   /** Slots in the per-frame arrays (highest frame id + 1 that may exist). */
   get capacity(): number {
@@ -241,6 +283,7 @@ export class FramePool {
     this.bytes = new Uint8Array(buffer)
     this.words = new Uint32Array(buffer)
     this.view = new DataView(buffer)
+    this.sharedVersion++
     for (const u of this.#users) u.storeChanged()
   }
 
@@ -347,6 +390,8 @@ export class FramePool {
   /** Return frame `f` to the free list. Its refcount must already be 0. */
   free(f: number): void {
     this.flags[f] = 0
+    // Whatever the frame holds next is not what a digest of it described.
+    if (this.writeGen !== null) this.writeGen[f] = (this.writeGen[f]! + 2) | 0
     const s = f >>> this.slabShift
     // A free frame has no table entry, so its `entry` slot links the slab's free list.
     this.entry[f] = this.#slabFreeHead[s]!
@@ -355,6 +400,44 @@ export class FramePool {
     this.#inUse--
     this.frees++
     this.#relist(s, --this.slabUsed[s]!)
+  }
+
+  /**
+   * A page mapping frame `f` became writable (PAGE_WRITABLE set): writes may now change the frame
+   * without the engine seeing them, so any digest of it is stale. Every site that sets
+   * PAGE_WRITABLE calls this.
+   */
+  madeWritable(f: number): void {
+    if (this.writeGen !== null) this.writeGen[f] = (this.writeGen[f]! + 2) | 0
+  }
+
+  /**
+   * Start keeping {@link writeGen} and shared {@link digests} (the worker scanner). Only on a
+   * shared store. Idempotent.
+   */
+  enableDigests(): void {
+    if (!this.shared) throw new Unsupported("digests need a shared frame store (new Engine({ sharedMemory: true }))")
+    if (this.writeGen !== null) return
+    const cap = this.#capacity
+    this.writeGen = allocating("write generations", () => new Int32Array(cap).fill(1))
+    this.digests = this.#newDigests(cap)
+    this.sharedVersion++
+  }
+
+  /** Stop keeping digests (their memory goes). */
+  disableDigests(): void {
+    if (this.writeGen === null) return
+    this.writeGen = null
+    this.digests = null
+    this.sharedVersion++
+  }
+
+  #newDigests(cap: number): FrameDigests {
+    return allocating("frame digests", () => ({
+      gen: new Int32Array(new SharedArrayBuffer(cap * 4)),
+      sum: new Uint32Array(new SharedArrayBuffer(cap * 4)),
+      key: new Uint32Array(new SharedArrayBuffer(cap * 4)),
+    }))
   }
 
   /** Drop one page-table reference to `f`; frees it at zero. The zero frame is ignored. */
@@ -516,6 +599,16 @@ export class FramePool {
     fl.set(this.flags)
     const en = new Int32Array(cap).fill(-1)
     en.set(this.entry)
+    if (this.writeGen !== null) {
+      const wg = new Int32Array(cap).fill(1)
+      wg.set(this.writeGen)
+      // Fresh digest arrays: copying the old ones while the worker writes them could pair one
+      // frame's new gen with its old sum. Digests lost here are recomputed.
+      const d = this.#newDigests(cap)
+      this.writeGen = wg
+      this.digests = d
+      this.sharedVersion++
+    }
     this.refcount = rc
     this.flags = fl
     this.entry = en

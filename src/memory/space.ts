@@ -7,7 +7,7 @@
  * This is the memory layer: it knows frames, page tables, copy-on-write, pins and
  * write tracking, and nothing about merging beyond the PAGE_MERGED bit it must honour.
  */
-import { allocating, InvalidArgument, OutOfBounds, PinnedPage, SpaceDisposed } from "../errors.ts"
+import { allocating, InvalidArgument, OutOfBounds, PinnedPage, SpaceDisposed, Unsupported } from "../errors.ts"
 import { checkAlignedRange, checkBool, checkBytes, checkInt, checkIntIn, checkRange, readOptions, show } from "../validate.ts"
 import { FRAME_KSM, FRAME_PINNED, type FramePool, ZERO_FRAME } from "./frames.ts"
 import {
@@ -372,6 +372,7 @@ export class PagedSpace {
     if (typeof forWrite !== "boolean") throw new InvalidArgument(`forWrite must be a boolean, got ${typeof forWrite}`)
     const pi = addr >>> this.#shift
     if (forWrite) {
+      if (this.pool.shared) throw new Unsupported("translate(addr, true): write translations cannot be revoked over a shared frame store (sharedMemory); write through the word or bulk API")
       if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
       this.pool.lentForWrite = true
     }
@@ -557,6 +558,7 @@ export class PagedSpace {
       pool.cowFaults++
     }
     this.pflags[pi] = (fl & ~PAGE_FAULT_CLEARS) | PAGE_WRITABLE | PAGE_SOFT_DIRTY
+    pool.madeWritable(this.pte[pi]!)
     // Secure mode: a write ends the page's idle period.
     if (this.idle !== null) this.idle[pi] = 0
   }
@@ -676,7 +678,10 @@ export class PagedSpace {
     } else {
       for (let pi = p0; pi < p1; pi++) {
         const fl = (pflags[pi]! & ~PAGE_UFFD_WP) | PAGE_UFFD_REG
-        pflags[pi] = this.#privateFrame(pi) ? fl | PAGE_WRITABLE : fl
+        if (this.#privateFrame(pi)) {
+          pflags[pi] = fl | PAGE_WRITABLE
+          this.pool.madeWritable(this.pte[pi]!)
+        } else pflags[pi] = fl
       }
       // Pages may turn writable without a fault: secure mode's idle counts restart.
       if (this.idle !== null) this.idle.fill(0, p0, p1)
@@ -737,6 +742,7 @@ export class PagedSpace {
         rc[nf] = 1
         cpte[pi] = nf
         cfl[pi] = (fl & keep) | PAGE_WRITABLE
+        pool.madeWritable(nf)
         continue
       }
       rc[f]!++

@@ -122,6 +122,8 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
     const pages = space.pages
     const any = space.mergeAny
     const smart = this.t.smartScan
+    // offload: pages this thread would hash wait for the hashing thread's digest instead.
+    const offload = this.offload !== null && !space.secure
     let meta = slot.meta
     let pi = this.pos
     for (; pi < pages; pi++) {
@@ -141,6 +143,12 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
         this.rScanned++
         if (--budget === 0) return 0
         continue
+      }
+      // A page smart scan will skip needs no digest; any other, not ready yet, ends the batch
+      // here, before its item changes, so the next batch takes it up exactly as this one would.
+      if (offload && (fflags[f]! & FRAME_KSM) === 0 && (b & PAGE_PINNED) === 0 && !(smart && meta !== null && meta[m + 1]! >= 3 && meta[m + 2]! !== 0) && this.awaitDigest(space, pi, f)) {
+        this.pos = pi
+        return 0
       }
       if (meta === null) {
         meta = this.#ensure(slot)
@@ -180,6 +188,53 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
     if (slot.items === 0 && slot.kept === 0 && slot.meta !== null) this.clearSlot(slot)
     this.nextSlot()
     return budget
+  }
+
+  /**
+   * offload: queue the pages the walk will hash next, from the cursor on (wrapping into the next
+   * pass), up to `window` pages walked or the ring's room.
+   */
+  protected override prefetch(window: number): void {
+    const slots = this.slots
+    if (slots.length === 0) return
+    const pool = this.pool
+    const fflags = pool.flags
+    const core = this.core
+    const off = this.offload!
+    let si = this.atHead ? 0 : this.cur
+    let pi = this.atHead ? 0 : this.pos
+    let left = window
+    let room = off.room()
+    for (let wrapped = 0; left > 0 && room > 0 && wrapped < 2; ) {
+      if (si >= slots.length) {
+        si = 0
+        pi = 0
+        wrapped++
+        continue
+      }
+      const space = slots[si]!.space
+      if (space.disposed || space.secure) {
+        si++
+        pi = 0
+        continue
+      }
+      const pte = space.pte
+      const fl = space.pflags
+      const any = space.mergeAny
+      const end = Math.min(space.pages, pi + left)
+      left -= end - pi
+      for (; pi < end; pi++) {
+        const f = pte[pi]!
+        const b = fl[pi]!
+        if (f === ZERO_FRAME || (b & (PAGE_MERGED | PAGE_PINNED)) !== 0 || (!any && (b & PAGE_MERGEABLE) === 0) || (fflags[f]! & FRAME_KSM) !== 0) continue
+        if (core.digested(f) || off.queuedNow(f)) continue
+        if (!this.queueDigest(space, pi, f) || --room === 0) break
+      }
+      if (pi >= space.pages) {
+        si++
+        pi = 0
+      }
+    }
   }
 
   #cmpAndMerge(slot: KsmSlot, pi: number, f: number, b: number, meta: Uint8Array): void {

@@ -145,6 +145,11 @@ export interface ScanReport {
   readonly pagesToScan: number
   /** CPU time the batch took, in microseconds (as the clock measured it; 0 if its reading was unusable). */
   readonly cpuMicros: number
+  /**
+   * offload: the batch ended early at a page whose digest the hashing thread had not published
+   * yet (the next batch starts there). Always false without offload.
+   */
+  readonly waited: boolean
 }
 
 // ---------------------------------------------------------------- validation
@@ -158,7 +163,7 @@ export interface PolicyOptionsContext {
 }
 
 /** The creation-only keys every policy accepts. */
-export const CREATION_KEYS = ["policy", "clock"] as const
+export const CREATION_KEYS = ["policy", "clock", "offload"] as const
 
 /**
  * Validate tunables `input` (read once) against the current values and return the values after

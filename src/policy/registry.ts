@@ -63,6 +63,17 @@ export type ScannerOptions = ScannerTunables & {
   readonly policy?: ScanPolicyName
   /** Clock/CPU source (tests). @default the platform's wall time and CPU time */
   readonly clock?: ScanClock
+  /**
+   * Hash pages on another thread: the scanner queues the pages ahead of its cursor on a ring in
+   * shared memory and uses the digests a hashing thread publishes (see `sksm/worker`, which runs
+   * that thread for you; {@link Scanner.offloadChannel} gives the buffers). Decisions, counters
+   * and final state are the in-thread scanner's; a batch ends early at a page whose digest is
+   * not ready (`ScanReport.waited`), and if the thread makes no progress for 100 ms the host
+   * hashes on its own until it does. Needs `new Engine({ sharedMemory: true })` and no injected
+   * checksum (Unsupported otherwise). Pages handed to the thread are write-protected, so a write
+   * after that takes one fault (no copy). @default false
+   */
+  readonly offload?: boolean
 }
 
 /** Every tunable resolved: the common ones and every policy's own, at their defaults. */
@@ -113,7 +124,9 @@ export function resolveScannerOptions(options: unknown): ResolvedScannerOptions 
   const { common, own: resolvedOwn } = applyTunables(COMMON_DEFAULTS, own, snapshot, ctx, true)
   const clock = snapshot["clock"]
   if (clock !== undefined && (typeof clock !== "object" || clock === null)) throw new InvalidArgument("clock must be an object { wallMillis(), cpuMicros() }")
-  return { policy: name, params: { ctx, common, own: resolvedOwn, clock: clock as ScanClock | undefined } }
+  const offload = snapshot["offload"] ?? false
+  if (typeof offload !== "boolean") throw new InvalidArgument(`offload must be a boolean, got ${show(offload)}`)
+  return { policy: name, params: { ctx, common, own: resolvedOwn, clock: clock as ScanClock | undefined, offload } }
 }
 
 /** Validate options the way engine.scanner() does (the Effect layer's config check); returns the resolved tunables. */

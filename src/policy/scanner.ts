@@ -15,9 +15,9 @@
 import { type MergeCore, Outcome, type ScanCounters, type ScanSource } from "../core/merge.ts"
 import { Busy, InvalidArgument, OutOfMemory, ScannerDetached } from "../errors.ts"
 import { FRAME_KSM, type FramePool, ZERO_FRAME } from "../memory/frames.ts"
-import { PAGE_MERGED, PAGE_PINNED } from "../memory/flags.ts"
+import { PAGE_MERGED, PAGE_PINNED, PAGE_WRITABLE } from "../memory/flags.ts"
 import type { PagedSpace } from "../memory/space.ts"
-import { timer } from "../platform.ts"
+import { nowMillis, timer } from "../platform.ts"
 import { errorText, show } from "../validate.ts"
 import { type AdvisorContext, type AdvisorResult, newAdvisorContext, scanTimeAdvisor } from "./advisor.ts"
 import {
@@ -30,6 +30,7 @@ import {
   type ScanReport,
   systemClock,
 } from "./options.ts"
+import { HashOffload, type OffloadChannel } from "./offload.ts"
 import { UnstableIndex } from "./unstable.ts"
 
 /** What a scanner needs from its engine (the engine gives it one; the scanner never sees the engine). */
@@ -65,6 +66,12 @@ export interface Scanner {
   stop(): Promise<void>
   /** Write tunables with the kernel's validation; the whole call is checked first. */
   set(tunables: object): void
+  /**
+   * With `offload: true`: the shared buffers and job ring a hashing thread works on (post it to
+   * the thread; ask again when a job names a newer `version`). Null without offload, or once
+   * detached. The channel carries the engine's secret hash key: keep it inside the process.
+   */
+  offloadChannel(): OffloadChannel | null
 }
 
 /** Per-space scan state (the kernel's ksm_mm_slot). Policies extend it with their arrays. */
@@ -97,10 +104,15 @@ export interface PolicyParams<O extends OptionSpecs> {
   readonly common: ResolvedCommonTunables
   readonly own: OptionValues<O>
   readonly clock: ScanClock | undefined
+  /** Hash on another thread (see ScannerOptions.offload). */
+  readonly offload: boolean
 }
 
 /** Cursor value: at the list head, between passes. */
 const AT_HEAD = -1
+
+/** offload: how long a batch waits for one digest before this thread hashes on its own. */
+export const OFFLOAD_STUCK_MILLIS = 100
 
 /**
  * The background scanner's base: what every policy shares. Create one with
@@ -179,6 +191,16 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
   #cancelTimer: (() => void) | null = null
   #loopError: unknown = undefined
 
+  /** The ring to the hashing thread (offload), or null: pages are hashed on this thread. */
+  protected readonly offload: HashOffload | null
+  /** offload: when the batch started waiting for the digest it ended at (-1: not waiting). */
+  #waitSince = -1
+  /** offload: the ring's tail when the thread was judged stuck (-1: not stuck). */
+  #stuckAt = -1
+  protected rWaited = false
+  /** offload: digests the host computed itself because the thread was stuck or the ring full. */
+  hostHashes = 0
+
   /**
    * This pass's index of candidates that found no partner yet (ksmd's unstable tree, or the
    * tracked policy's candidate index): emptied at the start of every pass.
@@ -208,6 +230,8 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
     this.#clock = clock
     this.#wall = wall as () => unknown
     this.#cpu = cpu as () => unknown
+    // Last: it enables the pool's digests, which only detach() turns off again.
+    this.offload = params.offload ? new HashOffload(this.pool, this.core.hashMaterial) : null
   }
 
   /** Build the slot list from the engine's spaces (called once, after subclass fields exist). */
@@ -243,6 +267,66 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
   protected abstract readonly keepsScanned: boolean
   /** Whether a partner on the very frame of the page stops the search (ksmd: "don't substitute a ksm page for a forked page"). */
   protected abstract readonly sameFrameStops: boolean
+
+  // ---------------------------------------------------------------- offload
+
+  /**
+   * offload: queue up to `window` pages ahead of the cursor for hashing (a policy that visits
+   * pages in cursor order overrides it). Called at the start of each batch.
+   */
+  protected prefetch(_window: number): void {}
+
+  /** offload: the hashing thread was judged stuck and has made no progress since (this thread hashes). */
+  protected get offloadStuck(): boolean {
+    if (this.#stuckAt < 0) return false
+    if (this.offload!.done === this.#stuckAt) return true
+    this.#stuckAt = -1
+    return false
+  }
+
+  /**
+   * offload: queue page `pi` of `space` (frame `f`, unmerged, not pinned, not a table frame) for
+   * hashing: step 1 of the protocol (offload.ts) write-protects it first. False if the ring is full.
+   */
+  protected queueDigest(space: PagedSpace, pi: number, f: number): boolean {
+    const off = this.offload!
+    if (off.room() <= 0) return false
+    const fl = space.pflags
+    if ((fl[pi]! & PAGE_WRITABLE) !== 0) fl[pi] = fl[pi]! & ~PAGE_WRITABLE
+    off.push(f)
+    return true
+  }
+
+  /**
+   * offload: whether the batch must stop before page `pi` (frame `f`) to wait for its digest.
+   * False when the digest is valid, or when this thread should hash it itself: the ring is full,
+   * or the hashing thread made no progress for {@link OFFLOAD_STUCK_MILLIS}.
+   */
+  protected awaitDigest(space: PagedSpace, pi: number, f: number): boolean {
+    const off = this.offload!
+    if (this.core.digested(f)) {
+      this.#waitSince = -1
+      return false
+    }
+    if (this.offloadStuck) {
+      this.hostHashes++
+      return false
+    }
+    if (!off.queuedNow(f) && !this.queueDigest(space, pi, f)) {
+      this.hostHashes++
+      return false
+    }
+    const now = nowMillis()
+    if (this.#waitSince < 0) this.#waitSince = now
+    else if (now - this.#waitSince > OFFLOAD_STUCK_MILLIS) {
+      this.#waitSince = -1
+      this.#stuckAt = off.done
+      this.hostHashes++
+      return false
+    }
+    this.rWaited = true
+    return true
+  }
 
   // ---------------------------------------------------------------- shared steps
 
@@ -392,8 +476,11 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
     const pagesToScan = this.t.pagesToScan
     this.rScanned = this.rSkipped = this.rMerged = this.rZero = this.rVolatile = this.rUnstable = this.rBackedOff = 0
     this.#rFullScan = false
+    this.rWaited = false
     this.#tickCpu0 = c0
+    if (this.offload !== null && pagesToScan > 0 && !this.offloadStuck) this.prefetch(Math.max(2 * pagesToScan, 256))
     if (pagesToScan > 0) this.batch(pagesToScan)
+    this.offload?.flush()
     // Counted before the closing clock reading, which cannot undo what the batch did.
     this.#pagesScanned += this.rScanned
     this.#pagesSkipped += this.rSkipped
@@ -414,6 +501,7 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
       fullScans: this.seqnr,
       pagesToScan,
       cpuMicros: cpu,
+      waited: this.rWaited,
     }
   }
 
@@ -467,6 +555,11 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
     this.#running = true
     this.#loopError = undefined
     this.#schedule(0)
+  }
+
+  /** With offload: the buffers a hashing thread works on; null without offload or once detached. */
+  offloadChannel(): OffloadChannel | null {
+    return this.offload === null || this.#detached ? null : this.offload.channel()
   }
 
   /** `echo 0 > run`: stop the loop (merges stay). Resolves at once; rejects if the loop died of an error. */
@@ -569,6 +662,8 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
     this.index.reset()
     this.cur = AT_HEAD
     this.#detached = true
+    // The engine turns the pool's digests off if the next scanner does not offload.
+    this.offload?.stop()
     if (this.core.scan === this) this.core.scan = null
   }
 

@@ -157,7 +157,7 @@ describe("FramePool refusals change nothing", () => {
     expect(() => resolveFramePoolOptions({ pageSize: 256 })).toThrow(/pageSize/)
     expect(() => resolveFramePoolOptions({ pageSize: 4096, maxMemoryBytes: 100 })).toThrow(/maxMemoryBytes/)
     expect(() => resolveFramePoolOptions({ pageSize: 4096, slabBytes: 2048 })).toThrow(/slabBytes/)
-    expect(resolveFramePoolOptions({})).toEqual({ pageSize: 4096, maxMemoryBytes: Number.POSITIVE_INFINITY, slabBytes: 1 << 20 })
+    expect(resolveFramePoolOptions({})).toEqual({ pageSize: 4096, maxMemoryBytes: Number.POSITIVE_INFINITY, slabBytes: 1 << 20, sharedMemory: false })
   })
 })
 
@@ -330,6 +330,7 @@ describe("byte operations", () => {
     const calls: string[] = []
     const base = heapBacking(PS)
     const p = pool({}, {
+      shared: false,
       allocate: base.allocate,
       compare: (a, ao, b, bo, n) => (calls.push(`compare ${ao} ${bo} ${n}`), base.compare(a, ao, b, bo, n)),
       isZero: (a, ao, n) => (calls.push(`isZero ${ao} ${n}`), base.isZero(a, ao, n)),

@@ -58,7 +58,7 @@ describe("npm pack", () => {
     const files = [...pack.files].sort()
     const outside = files.filter((f) => !f.startsWith("dist/") && !["package.json", "README.md", "LICENSE", "CHANGELOG.md"].includes(f))
     expect(outside).toEqual([])
-    for (const f of ["LICENSE", "CHANGELOG.md", "README.md", "dist/index.js", "dist/index.d.ts", "dist/effect.js", "dist/effect.d.ts", "dist/snapshot/index.js", "dist/snapshot/index.d.ts", "dist/cli/main.js"]) expect(files).toContain(f)
+    for (const f of ["LICENSE", "CHANGELOG.md", "README.md", "dist/index.js", "dist/index.d.ts", "dist/effect.js", "dist/effect.d.ts", "dist/snapshot/index.js", "dist/snapshot/index.d.ts", "dist/worker/index.js", "dist/worker/thread.js", "dist/cli/main.js"]) expect(files).toContain(f)
     // No TypeScript sources (only declarations), no tests, benchmarks, scripts or build info.
     expect(files.filter((f) => (f.endsWith(".ts") && !f.endsWith(".d.ts")) || /test|bench\/|scripts\/|tsbuildinfo/.test(f))).toEqual([])
     expect(files.length).toBeLessThan(90)
@@ -71,6 +71,7 @@ describe("npm pack", () => {
       ".": { types: "./dist/index.d.ts", default: "./dist/index.js" },
       "./effect": { types: "./dist/effect.d.ts", default: "./dist/effect.js" },
       "./snapshot": { types: "./dist/snapshot/index.d.ts", default: "./dist/snapshot/index.js" },
+      "./worker": { types: "./dist/worker/index.d.ts", default: "./dist/worker/index.js" },
       "./package.json": "./package.json",
     })
     expect(pkg["bin"]).toEqual({ sksm: "dist/cli/main.js" })
