@@ -23,12 +23,14 @@ import { memoryReturnBench } from "./memory-return.ts"
 import { merge } from "./merge.ts"
 import { realMemory } from "./real-memory.ts"
 import { snapshotBench } from "./snapshot.ts"
+import { snapshotFleet } from "./snapshot-fleet.ts"
+import { snapshotStores } from "./snapshot-stores.ts"
 import { scanner } from "./scanner.ts"
 import { security } from "./security.ts"
 import { wordAccess } from "./word-access.ts"
 
 /** Every bench, in the order a full run takes them. */
-export const BENCHES: readonly BenchModule[] = [wordAccess, memoryReturnBench, merge, kernelKsm, scanner, security, realMemory, snapshotBench]
+export const BENCHES: readonly BenchModule[] = [wordAccess, memoryReturnBench, merge, kernelKsm, scanner, security, realMemory, snapshotBench, snapshotStores, snapshotFleet]
 
 /** Options of {@link runBenches}. */
 export interface RunOptions {

@@ -43,7 +43,7 @@ function sum(xs: readonly number[]): number {
 }
 
 /** The distinct non-zero pages of a fleet (what the store holds, one merge domain). */
-function distinctPages(images: readonly Uint8Array[]): Uint8Array[] {
+export function distinctPages(images: readonly Uint8Array[]): Uint8Array[] {
   const seen = new Set<string>()
   const out: Uint8Array[] = []
   for (const img of images) {
