@@ -18,6 +18,12 @@ export type WorkerScannerOptions = Omit<ScannerOptions, "offload"> & {
   readonly fallback?: boolean
   /** Called once with the reason when falling back. @default console.warn of the reason */
   readonly onFallback?: (reason: string) => void
+  /**
+   * Where the hashing thread's script is (`sksm/worker`'s dist/worker/thread.js). Set it when a
+   * bundler moved things: e.g. `new URL("sksm/worker/thread.js", import.meta.url)` or the URL your
+   * bundler emits for that file. @default thread.js beside this module
+   */
+  readonly threadUrl?: string | URL
 }
 
 /**
@@ -59,7 +65,14 @@ export async function startWorkerScanner(engine: Engine, options: WorkerScannerO
   if (!(engine instanceof Engine)) throw new InvalidArgument("startWorkerScanner: engine must be an Engine")
   if (typeof options !== "object" || options === null) throw new InvalidArgument("startWorkerScanner: options must be an object")
   // Read once; everything else goes to engine.scanner(), which reads and validates it.
-  const { fallback = true, onFallback, ...rest } = options as WorkerScannerOptions & Record<string, unknown>
+  const { fallback = true, onFallback, threadUrl, ...rest } = options as WorkerScannerOptions & Record<string, unknown>
+  let url: URL | undefined
+  try {
+    const base = (globalThis as { location?: { href?: unknown } }).location?.href
+    url = threadUrl === undefined ? undefined : threadUrl instanceof URL ? threadUrl : new URL(String(threadUrl), typeof base === "string" ? base : undefined)
+  } catch {
+    throw new InvalidArgument("threadUrl must be an absolute URL (or relative to the page)")
+  }
   if (typeof fallback !== "boolean") throw new InvalidArgument(`fallback must be a boolean, got ${typeof fallback}`)
   if (onFallback !== undefined && typeof onFallback !== "function") throw new InvalidArgument("onFallback must be a function")
   if ("offload" in rest) throw new InvalidArgument("offload is set by startWorkerScanner itself")
@@ -78,7 +91,7 @@ export async function startWorkerScanner(engine: Engine, options: WorkerScannerO
   }
   let thread: HashThread
   try {
-    thread = await spawnHashThread()
+    thread = await spawnHashThread(url)
   } catch (err) {
     return fallBack(`no worker thread could be started (${err instanceof Error ? err.message : String(err)})`)
   }

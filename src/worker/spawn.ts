@@ -19,9 +19,11 @@ function scriptUrl(): URL {
   return new URL(`./thread${ext}`, import.meta.url)
 }
 
-/** Start a hashing thread. Rejects where the runtime has no workers. */
-export async function spawnHashThread(): Promise<HashThread> {
-  const url = scriptUrl()
+/**
+ * Start a hashing thread running `url` (default: thread.js beside this module). Rejects where
+ * the runtime has no workers.
+ */
+export async function spawnHashThread(url: URL = scriptUrl()): Promise<HashThread> {
   const g = globalThis as unknown as { Worker?: new (u: URL, o: { type: string }) => BrowserWorker; process?: { versions?: { node?: string } } }
   if (g.process?.versions?.node === undefined && typeof g.Worker === "function") return browserThread(new g.Worker(url, { type: "module" }))
   // A specifier in a variable: the library builds without Node's types, and browsers never get here.
