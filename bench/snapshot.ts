@@ -10,7 +10,11 @@
  *   - what per-page compression would add to the store (each distinct page deflated, or
  *     brotli'd, on its own, as a compressing pack backend would store it);
  *   - save and restore throughput (logical GB/s; restore verifies every page and merges);
- *   - RSS growth of the process when the fleet is restored, next to the engine's frames.
+ *   - RSS growth of the process when the fleet is restored, next to the engine's frames;
+ *   - lazy restore (`{ lazy: true }`): the latency from the restore() call to the first readU32
+ *     of a random page returning (median and p99 over many restores), the fault alone, the time
+ *     to the full fill (filled and merged), and RssAnon (/proc/self/status) of the fleet right
+ *     after a lazy restore vs an eager one.
  */
 import { spawnSync } from "node:child_process"
 import { createHash } from "node:crypto"
@@ -24,6 +28,7 @@ import { boot, linearMemory, shutdown } from "../src/cli/fleet.ts"
 import { Engine } from "../src/index.ts"
 import { SnapshotStore } from "../src/snapshot/index.ts"
 import { cachedWorkloads, loadImages } from "../scripts/workloads/cache.ts"
+import { spawnRestoreRss } from "./snapshot-rss.ts"
 import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, fmt, GB, MiB, PAGE } from "./lib.ts"
 
 interface Fleet {
@@ -74,6 +79,110 @@ const rss = () => {
   gc()
   gc()
   return process.memoryUsage().rss
+}
+
+function quantile(sorted: readonly number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!
+}
+
+/** Lazy restore of snapshot "fleet" from `store`: first-access latency, full fill, RSS vs eager. */
+async function measureLazy(f: Fleet, store: SnapshotStore, opts: BenchOptions, rows: BenchRow[]): Promise<void> {
+  opts.log(`snapshot: ${f.name}: lazy restore`)
+  const logical = sum(f.images.map((i) => i.byteLength))
+  let x = 0x9e3779b9
+  const rand = (n: number) => {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    return (x >>> 0) % n
+  }
+  // The non-zero pages of each image (the ones a lazy restore leaves missing).
+  const nonZero = f.images.map((img) => {
+    const words = new Uint32Array(img.buffer, img.byteOffset, img.byteLength >>> 2)
+    const out: number[] = []
+    for (let p = 0; p < img.byteLength / PAGE; p++) {
+      for (let i = (p * PAGE) >>> 2, e = ((p + 1) * PAGE) >>> 2; i < e; i++)
+        if (words[i] !== 0) {
+          out.push(p)
+          break
+        }
+    }
+    return out
+  })
+  const runs = opts.quick ? 30 : 200
+  const anyPage: number[] = []
+  const missingPage: number[] = []
+  const fault: number[] = []
+  for (let i = 0; i < 2 * runs; i++) {
+    const e = new Engine()
+    const si = rand(f.images.length)
+    // Even runs: a random page of the space (mostly zero pages in these fleets); odd runs: a random non-zero page (a fault).
+    const wantMissing = i % 2 === 1 && nonZero[si]!.length > 1
+    const pages = Math.ceil(f.images[si]!.byteLength / PAGE)
+    const page = wantMissing ? nonZero[si]![rand(nonZero[si]!.length)]! : rand(pages)
+    const addr = page * PAGE + 4 * rand(PAGE / 4)
+    const t0 = performance.now()
+    const r = await store.restore("fleet", e, { lazy: true })
+    r.spaces[si]!.readU32(addr)
+    const t1 = performance.now()
+    ;(wantMissing ? missingPage : anyPage).push(t1 - t0)
+    if (wantMissing) {
+      // A second fault in the same space: the page read and check alone (the first one also paid the engine's first slab).
+      let other = page
+      while (other === page) other = nonZero[si]![rand(nonZero[si]!.length)]!
+      const t2 = performance.now()
+      r.spaces[si]!.readU32(other * PAGE)
+      fault.push(performance.now() - t2)
+    }
+    // Disposing stops the filler; the next restore starts with an idle store.
+    for (const s of r.spaces) s.dispose()
+    await r.done
+  }
+  for (const xs of [anyPage, missingPage, fault]) xs.sort((a, b) => a - b)
+  const q = (xs: readonly number[]) => `median ${fmt(quantile(xs, 0.5) * 1e3)} µs, p99 ${fmt(quantile(xs, 0.99) * 1e3)} µs, max ${fmt(xs[xs.length - 1]! * 1e3)} µs`
+  rows.push({ name: `lazy restore, first access (random page): ${f.name}`, value: quantile(anyPage, 0.5) * 1e3, unit: "µs", detail: `restore() call to the first readU32 of a random page returning, ${anyPage.length} restores: ${q(anyPage)} (manifest read, ${f.images.length} spaces created and registered)` })
+  if (missingPage.length > 0) rows.push({ name: `lazy restore, first access (random non-zero page): ${f.name}`, value: quantile(missingPage, 0.5) * 1e3, unit: "µs", detail: `the same to a page that must be fetched, ${missingPage.length} restores: ${q(missingPage)}` })
+  if (fault.length > 0) rows.push({ name: `lazy restore, one page fault: ${f.name}`, value: quantile(fault, 0.5) * 1e3, unit: "µs", detail: `a second readU32 of another missing page: one pread of the record and its keyed-hash check, ${fault.length} samples: ${q(fault)}` })
+
+  // Time to the full fill (filled and merged), next to an eager restore.
+  let t0 = performance.now()
+  const eagerSpaces = await store.restore("fleet", new Engine())
+  const eagerS = (performance.now() - t0) / 1e3
+  for (const s of eagerSpaces) s.dispose()
+  const e = new Engine()
+  t0 = performance.now()
+  const r = await store.restore("fleet", e, { lazy: true })
+  const returnedMs = performance.now() - t0
+  // The event loop stays responsive during the fill: the longest gap between timer ticks.
+  let last = performance.now()
+  let worstGap = 0
+  const ticker = setInterval(() => {
+    const now = performance.now()
+    worstGap = Math.max(worstGap, now - last)
+    last = now
+  }, 1)
+  await r.done
+  clearInterval(ticker)
+  const fillS = (performance.now() - t0) / 1e3
+  let exact = true
+  r.spaces.forEach((s, i) => {
+    const img = f.images[i]!
+    const b = s.read(0, img.byteLength)
+    exact &&= Buffer.from(b.buffer, b.byteOffset, b.byteLength).equals(Buffer.from(img.buffer, img.byteOffset, img.byteLength))
+  })
+  for (const s of r.spaces) s.dispose()
+  if (!exact) throw new Error(`lazy restore of ${f.name} is not byte-exact`)
+  rows.push({ name: `lazy restore, full fill: ${f.name}`, value: fillS * 1e3, unit: "ms", detail: `restore() returned after ${fmt(returnedMs)} ms; filled (1 MiB chunks, one per event-loop turn) and merged after ${fmt(fillS * 1e3)} ms (${fmt(logical / GB / fillS)} GB/s logical), vs ${fmt(eagerS * 1e3)} ms for an eager restore; longest gap between 1 ms timer ticks meanwhile ${fmt(worstGap)} ms (the final merge runs in one turn, as in an eager restore); byte-exact: yes` })
+
+}
+
+/** RssAnon of the fleet restored lazily vs eagerly, each in a fresh child process (the store must be closed). */
+async function measureRss(f: Fleet, dir: string, opts: BenchOptions, rows: BenchRow[]): Promise<void> {
+  opts.log(`snapshot: ${f.name}: RssAnon of restores (child processes)`)
+  const logical = sum(f.images.map((i) => i.byteLength))
+  const lazy = await spawnRestoreRss(dir, "lazy")
+  const eager = await spawnRestoreRss(dir, "eager")
+  rows.push({ name: `RssAnon of a lazily restored fleet right after restore: ${f.name}`, value: lazy.restoredBytes / MiB, unit: "MiB", detail: `fresh process, after a full GC: ${lazy.missingPages} pages missing, ${fmt(lazy.framesInUseBytes / MiB)} MiB of frames; vs ${fmt(eager.restoredBytes / MiB)} MiB for an eager restore (${fmt(eager.framesInUseBytes / MiB)} MiB of frames in use, merged); ${fmt((lazy.filledBytes ?? Number.NaN) / MiB)} MiB once the lazy fill is done (filled and merged); ${fmt(logical / MiB)} MiB logical` })
 }
 
 async function measure(f: Fleet, opts: BenchOptions, rows: BenchRow[], table: string[]): Promise<void> {
@@ -128,7 +237,9 @@ async function measure(f: Fleet, opts: BenchOptions, rows: BenchRow[], table: st
       exact &&= Buffer.from(r.buffer, r.byteOffset, r.byteLength).equals(Buffer.from(img.buffer, img.byteOffset, img.byteLength))
     })
     for (const s of back) s.dispose()
+    await measureLazy(f, store, opts, rows)
     await store.close()
+    await measureRss(f, dir, opts, rows)
 
     opts.log(`snapshot: ${f.name}: compressors`)
     const deflate = sum(f.images.map((i) => deflateSync(i, { level: 6 }).length))
@@ -163,7 +274,7 @@ async function measure(f: Fleet, opts: BenchOptions, rows: BenchRow[], table: st
 
 export const snapshotBench: BenchModule = {
   name: "snapshot",
-  description: "issue 15: the snapshot store on real fleets (QuickJS interpreters; cached real-memory images): bytes on disk vs plain and compressed images, save/restore GB/s, RSS of a restored fleet",
+  description: "issue 15: the snapshot store on real fleets (QuickJS interpreters; cached real-memory images): bytes on disk vs plain and compressed images, save/restore GB/s, RSS of a restored fleet, lazy restore's first-access latency and RSS",
   async run(opts: BenchOptions): Promise<BenchResult> {
     const rows: BenchRow[] = []
     const notes: string[] = []

@@ -59,6 +59,21 @@ export class Unsupported extends SksmError {
 }
 
 /**
+ * A missing page could not be filled: the handler registered with `registerMissing` threw (its
+ * error is the `cause`). The access that faulted changed nothing: the page is still missing, no
+ * frame was taken, and a later access asks the handler again.
+ */
+export class PageFetchFailed extends SksmError {
+  readonly _tag = "PageFetchFailed" as const
+  /** Index of the page (address / page size) that could not be filled. */
+  readonly page: number
+  constructor(page: number, message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.page = page
+  }
+}
+
+/**
  * Run an allocation of the runtime's memory (typed arrays, slabs): the runtime's refusal (a
  * RangeError) becomes OutOfMemory saying what could not be allocated. The one way sksm turns a
  * refused allocation into its error; `maxMemoryBytes` is checked before allocating, by the pool.
@@ -73,4 +88,4 @@ export function allocating<T>(what: string, allocate: () => T): T {
 }
 
 /** Union of every error the plain API throws on purpose. */
-export type SksmErrorType = OutOfBounds | InvalidArgument | SpaceDisposed | OutOfMemory | PinnedPage | Busy | ScannerDetached | Unsupported
+export type SksmErrorType = OutOfBounds | InvalidArgument | SpaceDisposed | OutOfMemory | PinnedPage | Busy | ScannerDetached | Unsupported | PageFetchFailed

@@ -9,6 +9,7 @@ export type { EngineOptions, EngineStats, MemoryReport } from "./engine/engine.t
 export { RMAP_ITEM_BYTES } from "./space/address-space.ts"
 export type { AddressSpace, SpaceStats } from "./space/address-space.ts"
 export type { SpaceOptions } from "./memory/space.ts"
+export type { MissingPageHandler } from "./memory/missing.ts"
 export type { MergeReport } from "./core/merge.ts"
 export type { ChecksumFunction } from "./core/checksum.ts"
 
@@ -17,7 +18,7 @@ export { DEFAULT_COMPACT_BUDGET_PAGES } from "./memory/compact.ts"
 export type { AutoCompactOptions, AutoCompactSettings, CompactionTotals, CompactReport } from "./memory/compact.ts"
 
 // Errors (each has a `_tag`):
-export { Busy, InvalidArgument, OutOfBounds, OutOfMemory, PinnedPage, ScannerDetached, SksmError, SpaceDisposed, Unsupported } from "./errors.ts"
+export { Busy, InvalidArgument, OutOfBounds, OutOfMemory, PageFetchFailed, PinnedPage, ScannerDetached, SksmError, SpaceDisposed, Unsupported } from "./errors.ts"
 export type { SksmErrorType } from "./errors.ts"
 
 // Background scanner (ksmd; engine.scanner(options)):

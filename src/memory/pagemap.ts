@@ -31,6 +31,8 @@ export interface PagemapTarget {
   readonly pflags: Uint8Array
   /** Throws SpaceDisposed after dispose. */
   live(): void
+  /** Called with the validated page range before the walk: a space fills its missing pages there. */
+  prepareScan?(p0: number, p1: number): void
 }
 
 /**
@@ -258,6 +260,8 @@ export function pagemapScan(space: PagemapTarget, argsIn: PagemapScanArgs): Page
       }
     }
   }
+  // A missing page (registerMissing) has contents not here yet: filled first, never reported absent.
+  space.prepareScan?.(p0, p1)
   return pagemapWalk(space, p0, p1, inverted, mask, anyof, ret, maxPages, maxRegions, wp)
 }
 

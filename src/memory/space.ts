@@ -7,8 +7,8 @@
  * This is the memory layer: it knows frames, page tables, copy-on-write, pins and
  * write tracking, and nothing about merging beyond the PAGE_MERGED bit it must honour.
  */
-import { allocating, InvalidArgument, OutOfBounds, PinnedPage, SpaceDisposed, Unsupported } from "../errors.ts"
-import { checkAlignedRange, checkBool, checkBytes, checkInt, checkIntIn, checkRange, readOptions, show } from "../validate.ts"
+import { allocating, InvalidArgument, OutOfBounds, PageFetchFailed, PinnedPage, SpaceDisposed, Unsupported } from "../errors.ts"
+import { checkAlignedRange, checkBool, checkBytes, checkInt, checkIntIn, checkRange, checkRangeToEnd, errorText, readOptions, show } from "../validate.ts"
 import { FRAME_KSM, FRAME_PINNED, type FramePool, ZERO_FRAME } from "./frames.ts"
 import {
   PAGE_FAULT_CLEARS,
@@ -21,6 +21,7 @@ import {
   PAGE_UFFD_WP,
   PAGE_WRITABLE,
 } from "./flags.ts"
+import { type MissingPageHandler, MissingSet } from "./missing.ts"
 import { pagemapScan, type PagemapScanArgs, type PagemapScanResult } from "./pagemap.ts"
 
 /** Options of `engine.createSpace`. */
@@ -69,6 +70,33 @@ const EMPTY_U32 = new Uint32Array(0)
 const EMPTY_DV = new DataView(new ArrayBuffer(0))
 /** The Uint32Array fast paths read words in the host's byte order; sksm's words are little-endian. */
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1
+/** Captured once: a caller's Uint32Array is recognised and copied by intrinsics, never by its own methods. */
+const TA_SLICE = Uint32Array.prototype.slice
+const TA_TAG = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint32Array.prototype) as object, Symbol.toStringTag)!.get!
+
+/** A caller's page list (an array or a Uint32Array of page indices), read once and checked against `pages`. */
+function readPageList(value: unknown, pages: number): Uint32Array {
+  let list: Uint32Array
+  if (Array.isArray(value)) {
+    const n = value.length
+    list = allocating(`a list of ${n} pages`, () => new Uint32Array(n))
+    for (let i = 0; i < n; i++) {
+      const p: unknown = value[i]
+      if (typeof p !== "number" || !Number.isInteger(p) || p < 0 || p >= pages) throw new InvalidArgument(`pages[${i}] must be a page index from 0 to ${pages - 1}, got ${show(p)}`)
+      list[i] = p
+    }
+    return list
+  }
+  // The toStringTag getter answers "Uint32Array" only for a real Uint32Array (brand check).
+  if (typeof value !== "object" || value === null || Reflect.apply(TA_TAG, value, []) !== "Uint32Array") throw new InvalidArgument(`pages must be an array or a Uint32Array of page indices, got ${show(value)}`)
+  try {
+    list = Reflect.apply(TA_SLICE, value, []) as Uint32Array
+  } catch (cause) {
+    throw new InvalidArgument(`pages: copying it failed (${errorText(cause)})`, { cause })
+  }
+  for (let i = 0; i < list.length; i++) if (list[i]! >= pages) throw new InvalidArgument(`pages[${i}] must be a page index from 0 to ${pages - 1}, got ${list[i]}`)
+  return list
+}
 
 let nextSpaceId = 1
 
@@ -125,6 +153,18 @@ export class PagedSpace {
   #dv: DataView = EMPTY_DV
   /** Translation epoch: bumped whenever a translation this space handed out may be stale. */
   #epoch = 0
+  // Missing pages (registerMissing). Cold: only the slow paths read these. While pages are
+  // missing, the fast paths' bounds (#end, #lastU32, #lastAligned, #lastU16) stop at #prefix,
+  // the first missing page, so an access at or above it takes a slow path, which fills a missing
+  // page before touching it. No fast path tests anything it did not test before.
+  #missing: MissingSet | null = null
+  /** The handler's `fill`, read once at registration, and the handler (its `this`). */
+  #fillFn: ((pageIndex: number, page: Uint8Array) => void) | null = null
+  #fillThis: unknown = null
+  /** One page the handler writes into; copied into a frame after it returns. */
+  #scratch: Uint8Array = EMPTY_U8
+  /** The first missing page (pages while none is missing). */
+  #prefix = 0
 
   /** `options` come from {@link resolveSpaceOptions}. `secure`: the domain runs in secure mode. */
   constructor(pool: FramePool, options: ResolvedSpaceOptions, secure: boolean) {
@@ -147,14 +187,20 @@ export class PagedSpace {
     this.#shift = pool.pageShift
     this.#wshift = pool.pageShift - 2
     this.#mask = pool.pageSize - 1
-    this.#end = size
-    this.#lastU32 = size - 4
-    this.#lastAligned = LITTLE_ENDIAN ? size - 4 : -1
-    this.#lastU16 = size - 2
+    this.#setBounds(size)
+    this.#prefix = this.pages
     this.#u8 = pool.bytes
     this.#u32 = pool.words
     this.#dv = pool.view
     pool.addUser(this)
+  }
+
+  /** The fast paths serve addresses below `limit` (the size, or the filled prefix while pages are missing). */
+  #setBounds(limit: number): void {
+    this.#end = limit
+    this.#lastU32 = limit - 4
+    this.#lastAligned = LITTLE_ENDIAN ? limit - 4 : -1
+    this.#lastU16 = limit - 2
   }
 
   /** StoreUser: the pool's store moved (growth, shrink, revocation): re-read its views. */
@@ -184,7 +230,7 @@ export class PagedSpace {
 
   /** Bytes of page-table metadata this space holds. */
   get metadataBytes(): number {
-    return this.pte.byteLength + this.pflags.byteLength + (this.idle?.byteLength ?? 0)
+    return this.pte.byteLength + this.pflags.byteLength + (this.idle?.byteLength ?? 0) + (this.#missing?.bytes ?? 0) + this.#scratch.byteLength
   }
 
   // ---------------------------------------------------------------- word access
@@ -227,12 +273,12 @@ export class PagedSpace {
         return
       }
     }
-    this.#writeWord(addr, value, 1, this.#end - 1)
+    this.#writeWord(addr, value, 1)
   }
 
   /** Write a little-endian u16: the low 16 bits of `value`, a safe integer. */
   writeU16(addr: number, value: number): void {
-    this.#writeWord(addr, value, 2, this.#lastU16)
+    this.#writeWord(addr, value, 2)
   }
 
   /**
@@ -249,7 +295,7 @@ export class PagedSpace {
         return
       }
     }
-    this.#writeWord(addr, value, 4, this.#lastU32)
+    this.#writeWord(addr, value, 4)
   }
 
   /**
@@ -304,7 +350,8 @@ export class PagedSpace {
   }
 
   #updateSlow(addr: number, delta: number, fn: ((old: number) => number) | null): number {
-    if (!(typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU32)) this.#badAddr(addr, 4)
+    // The true bounds: the fast paths' may stop short of them while pages are missing.
+    if (!(typeof addr === "number" && (addr >>> 0) === addr && addr <= this.size - 4)) this.#badAddr(addr, 4)
     this.#live()
     if (fn === null && typeof delta !== "number") this.#badValue(delta)
     const old = this.readU32(addr)
@@ -321,8 +368,8 @@ export class PagedSpace {
   }
 
   /** The checked store behind the word writes' slow paths: validate, straddle or fault, store. */
-  #writeWord(addr: number, value: number, width: 1 | 2 | 4, last: number): void {
-    if (!(Number.isInteger(addr) && addr >= 0 && addr <= last)) this.#badAddr(addr, width)
+  #writeWord(addr: number, value: number, width: 1 | 2 | 4): void {
+    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.size - width)) this.#badAddr(addr, width)
     if (typeof value !== "number" || ((value | 0) !== value && !Number.isSafeInteger(value))) this.#badValue(value)
     this.#live()
     const off = addr & this.#mask
@@ -337,11 +384,13 @@ export class PagedSpace {
 
   /** The checked load behind the word reads' slow paths: validate, then straddle or load. */
   #slowRead(addr: number, width: 1 | 2 | 4): number {
-    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.#end - width)) this.#badAddr(addr, width)
+    if (!(Number.isInteger(addr) && addr >= 0 && addr <= this.size - width)) this.#badAddr(addr, width)
     this.#live()
     const off = addr & this.#mask
     if (off > this.#mask - (width - 1)) return width === 2 ? this.readU8(addr) | (this.readU8(addr + 1) << 8) : this.#readU32Straddle(addr)
-    const o = (this.pte[(addr - off) / this.pageSize]! << this.#shift) | off
+    const pi = (addr - off) / this.pageSize
+    if (this.#missing !== null && this.#missing.has(pi)) this.#fetch(pi)
+    const o = (this.pte[pi]! << this.#shift) | off
     return width === 1 ? this.#u8[o]! : width === 2 ? this.#dv.getUint16(o, true) : this.#dv.getUint32(o, true)
   }
 
@@ -367,10 +416,12 @@ export class PagedSpace {
    * the host stop working) and bumps the epoch.
    */
   translate(addr: number, forWrite: boolean = false): number {
-    if (!(typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end)) this.#badAddr(addr, 1)
+    if (!(typeof addr === "number" && (addr >>> 0) === addr && addr < this.size)) this.#badAddr(addr, 1)
     this.#live()
     if (typeof forWrite !== "boolean") throw new InvalidArgument(`forWrite must be a boolean, got ${typeof forWrite}`)
     const pi = addr >>> this.#shift
+    // A missing page is filled before any translation of it is lent.
+    if (this.#missing !== null && this.#missing.has(pi)) this.#fetch(pi)
     if (forWrite) {
       if (this.pool.shared) throw new Unsupported("translate(addr, true): write translations cannot be revoked over a shared frame store (sharedMemory); write through the word or bulk API")
       if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
@@ -475,6 +526,7 @@ export class PagedSpace {
   #copyOut(addr: number, out: Uint8Array): void {
     const ps = this.pageSize
     const n = out.length
+    if (this.#missing !== null && n > 0) this.#fetchRange(Math.floor(addr / ps), Math.ceil((addr + n) / ps))
     let done = 0
     while (done < n) {
       const a = addr + done
@@ -493,6 +545,7 @@ export class PagedSpace {
    * Callers have checked #live() already (ensureFree re-checks Busy).
    */
   #faultOne(pi: number): void {
+    if (this.#missing !== null && this.#missing.has(pi)) this.#fetch(pi)
     this.pool.ensureFree(this.#needsFrame(pi) ? 1 : 0, "cow")
     this.#fault(pi, false)
   }
@@ -503,14 +556,22 @@ export class PagedSpace {
    */
   #faultRange(p0: number, p1: number, lo = -1, hi = -1): void {
     const pflags = this.pflags
+    const ps = this.pageSize
+    // Missing pages the write covers only in part are filled first; those it covers whole need
+    // no contents: they stop being missing just before their fault, once the frames are reserved.
+    for (let pi = this.#nextMissing(p0, p1); pi < p1; pi = this.#nextMissing(pi + 1, p1)) {
+      if (!(lo <= pi * ps && (pi + 1) * ps <= hi)) this.#fetch(pi)
+    }
     let need = 0
     for (let pi = p0; pi < p1; pi++) {
       if ((pflags[pi]! & PAGE_WRITABLE) === 0 && this.#needsFrame(pi)) need++
     }
     this.pool.ensureFree(need, "cow")
-    const ps = this.pageSize
     for (let pi = p0; pi < p1; pi++) {
-      if ((pflags[pi]! & PAGE_WRITABLE) === 0) this.#fault(pi, lo <= pi * ps && (pi + 1) * ps <= hi)
+      if ((pflags[pi]! & PAGE_WRITABLE) === 0) {
+        if (this.#missing !== null) this.#forget(pi)
+        this.#fault(pi, lo <= pi * ps && (pi + 1) * ps <= hi)
+      }
     }
   }
 
@@ -577,7 +638,11 @@ export class PagedSpace {
     for (let pi = p0; pi < p1; pi++) {
       if ((this.pflags[pi]! & PAGE_PINNED) !== 0) throw new PinnedPage(`page at ${pi * this.pageSize} is pinned; unpin it before discarding`)
     }
-    for (let pi = p0; pi < p1; pi++) this.#zap(pi)
+    for (let pi = p0; pi < p1; pi++) {
+      // MADV_DONTNEED on a missing page: it becomes an ordinary (zero) page, never filled.
+      if (this.#missing !== null) this.#forget(pi)
+      this.#zap(pi)
+    }
   }
 
   /** Unmap page `pi` (zap_pte_range). Keeps VMA-like bits; counts as a write for uffd-wp. */
@@ -701,10 +766,208 @@ export class PagedSpace {
     return pagemapScan(this, args)
   }
 
+  /** @internal pagemapScan's hook before its walk: missing pages of the range are filled (one is never reported as absent). */
+  prepareScan(p0: number, p1: number): void {
+    if (this.#missing !== null) this.#fetchRange(p0, p1)
+  }
+
   /** Page `pi` maps a frame only it maps and that is not in the merge table. */
   #privateFrame(pi: number): boolean {
     const f = this.pte[pi]!
     return f !== ZERO_FRAME && this.pool.refcount[f] === 1 && (this.pool.flags[f]! & FRAME_KSM) === 0 && (this.pflags[pi]! & PAGE_MERGED) === 0
+  }
+
+  // ---------------------------------------------------------------- missing pages (userfaultfd MISSING)
+
+  /**
+   * userfaultfd(UFFDIO_REGISTER_MODE_MISSING), in process: pages whose contents live elsewhere
+   * until first touched. Each listed page (default: every page) that is unpopulated becomes
+   * missing; a populated page is left as it is (as the kernel only faults on `pte_none`). The
+   * first access of any kind to a missing page (a word read or write, a bulk read, write or fill,
+   * translate, pin) calls `handler.fill(pageIndex, page)` synchronously, installs what it wrote
+   * (UFFDIO_COPY; an all-zero page stays unpopulated), then does the access. Pages can also be
+   * installed ahead of their fault with {@link copyMissing} or {@link fetchMissing}; once none is
+   * missing the registration is dropped. Returns how many pages became missing.
+   *
+   * When to use: a space that must be usable before its contents have arrived (lazy snapshot
+   * restore: `SnapshotStore.restore(name, engine, { lazy: true })` does all of this).
+   * The word-access fast paths stay as they are: while pages are missing, their bounds stop at
+   * the first missing page, so accesses above it take the (slower) checked path until the
+   * pages below are filled, and a filler that goes in address order speeds up the whole space.
+   *
+   * Gotchas: `handler.fill` is read once, here; it must not call the engine (Busy), must not keep
+   * `page`, and what it throws makes the access throw PageFetchFailed (the page stays missing,
+   * nothing changed). merge(), unmerge() and the scanner skip missing pages (they are neither
+   * zero nor mergeable until filled: merge again afterwards); pagemapScan() and fork() fill the
+   * missing pages they cover first; discard() makes a missing page an ordinary zero page.
+   * One registration at a time (InvalidArgument while pages are still missing).
+   */
+  registerMissing(handler: MissingPageHandler, pages?: Uint32Array | readonly number[]): number {
+    this.#live()
+    if (this.#missing !== null) throw new InvalidArgument(`space ${this.name} still has ${this.#missing.count} missing pages registered`)
+    if ((typeof handler !== "object" && typeof handler !== "function") || handler === null) throw new InvalidArgument(`handler must be an object with a fill(pageIndex, page) method, got ${show(handler)}`)
+    let fill: unknown
+    try {
+      fill = handler.fill
+    } catch (cause) {
+      throw new InvalidArgument(`handler.fill: reading it threw (${errorText(cause)})`, { cause })
+    }
+    if (typeof fill !== "function") throw new InvalidArgument(`handler.fill must be a function, got ${show(fill)}`)
+    const list = pages === undefined ? null : readPageList(pages, this.pages)
+    const set = allocating(`the missing-page bitmap of a ${this.pages}-page space`, () => new MissingSet(this.pages))
+    const pte = this.pte
+    const pflags = this.pflags
+    const n = list === null ? this.pages : list.length
+    for (let i = 0; i < n; i++) {
+      const pi = list === null ? i : list[i]!
+      // Only unpopulated pages can be missing: no frame, not a merge-placed zero page.
+      if (pte[pi] === ZERO_FRAME && (pflags[pi]! & (PAGE_KSM_ZERO | PAGE_PINNED)) === 0) set.add(pi)
+    }
+    if (set.count === 0) return 0
+    this.#missing = set
+    this.#fillFn = fill as (pageIndex: number, page: Uint8Array) => void
+    this.#fillThis = handler
+    this.#scratch = new Uint8Array(this.pageSize)
+    this.#prefix = set.next(0, this.pages)
+    this.#setBounds(this.#prefix * this.pageSize)
+    // A read translation of a page now missing (the zero frame) must not be used again.
+    this.#epoch++
+    return set.count
+  }
+
+  /**
+   * UFFDIO_COPY: install `bytes` (whole pages, at page-aligned `addr`) as the contents of the
+   * missing pages of `[addr, addr + bytes.length)`; the pages of the range that are not missing
+   * are left alone (the kernel's EEXIST, here no error: a filler racing the faults just skips
+   * what a fault filled first). Returns how many pages it installed. All-or-nothing: the frames
+   * are reserved first (OutOfMemory changes nothing).
+   */
+  copyMissing(addr: number, bytes: Uint8Array): number {
+    this.#live()
+    const view = checkBytes("bytes", bytes)
+    const length = view.length
+    checkAlignedRange(addr, length, this.size, this.pageSize)
+    if (this.#missing === null || length === 0) return 0
+    const ps = this.pageSize
+    const p0 = addr / ps
+    const p1 = p0 + length / ps
+    let need = 0
+    for (let pi = this.#nextMissing(p0, p1); pi < p1; pi = this.#nextMissing(pi + 1, p1)) need++
+    this.pool.ensureFree(need, "missing")
+    // A view of the engine's own store is detached if the reservation moved it.
+    if (view.length !== length) throw new InvalidArgument("bytes was detached while frames were reserved (a view of the engine's own memory?)")
+    let n = 0
+    for (let pi = this.#nextMissing(p0, p1); pi < p1; pi = this.#nextMissing(pi + 1, p1)) {
+      this.#install(pi, view, (pi - p0) * ps)
+      n++
+    }
+    return n
+  }
+
+  /**
+   * MADV_POPULATE_READ for missing pages: fill the missing pages of `[addr, addr+length)`
+   * (default: to the end) through the handler now, in address order. Returns how many it filled.
+   * A handler error throws PageFetchFailed; the pages filled before it stay filled.
+   */
+  fetchMissing(addr: number = 0, length?: number): number {
+    this.#live()
+    const n = checkRangeToEnd(addr, length, this.size)
+    if (this.#missing === null || n === 0) return 0
+    const ps = this.pageSize
+    return this.#fetchRange(Math.floor(addr / ps), Math.ceil((addr + n) / ps))
+  }
+
+  /** Pages still missing (0 once every page is filled or discarded, and after dispose). */
+  get missingPages(): number {
+    return this.#missing?.count ?? 0
+  }
+
+  /** Whether the page holding `addr` is missing (registered and not filled yet). */
+  isMissing(addr: number): boolean {
+    this.#live()
+    checkRange(addr, 1, this.size)
+    return this.#missing !== null && this.#missing.has(Math.floor(addr / this.pageSize))
+  }
+
+  /** The first missing page in [p0, p1), or p1. */
+  #nextMissing(p0: number, p1: number): number {
+    return this.#missing === null ? p1 : this.#missing.next(p0, p1)
+  }
+
+  /** Fill the missing pages of [p0, p1) through the handler; how many. */
+  #fetchRange(p0: number, p1: number): number {
+    let n = 0
+    for (let pi = this.#nextMissing(p0, p1); pi < p1; pi = this.#nextMissing(pi + 1, p1)) {
+      this.#fetch(pi)
+      n++
+    }
+    return n
+  }
+
+  /**
+   * The MISSING fault of page `pi`: reserve a frame, have the handler fill the scratch page (the
+   * engine busy: it cannot call back), then install it. Throws (changing nothing) on OutOfMemory
+   * or PageFetchFailed.
+   */
+  #fetch(pi: number): void {
+    const pool = this.pool
+    const ps = this.pageSize
+    pool.ensureFree(1, "missing")
+    const page = this.#scratch
+    page.fill(0)
+    pool.busy++
+    try {
+      Reflect.apply(this.#fillFn!, this.#fillThis, [pi, page])
+    } catch (cause) {
+      throw new PageFetchFailed(pi, `page ${pi} (address ${pi * ps}) of space ${this.name} could not be filled: ${errorText(cause)}`, { cause })
+    } finally {
+      pool.busy--
+    }
+    if (page.length !== ps) {
+      this.#scratch = new Uint8Array(ps)
+      throw new PageFetchFailed(pi, `page ${pi} (address ${pi * ps}) of space ${this.name} could not be filled: the handler detached its page buffer`)
+    }
+    this.#install(pi, page, 0)
+  }
+
+  /**
+   * UFFDIO_COPY of one page: `src[at, at + pageSize)` becomes page `pi`'s contents. A frame was
+   * reserved (all-zero contents take none: the page stays unpopulated). Never fails.
+   */
+  #install(pi: number, src: Uint8Array, at: number): void {
+    const pool = this.pool
+    const ps = this.pageSize
+    if (!pool.backing.isZero(src, at, ps)) {
+      const nf = this.secure ? pool.allocRandom(false) : pool.alloc()
+      // Read the store's view after alloc (it cannot move after the reservation, but be exact).
+      this.#u8.set(src.subarray(at, at + ps), nf << this.#shift)
+      pool.refcount[nf] = 1
+      this.pte[pi] = nf
+      const fl = this.pflags[pi]!
+      // Private and writable, unless uffd-wp protects it (filling is not a write: no soft-dirty).
+      if ((fl & PAGE_UFFD_WP) === 0) this.pflags[pi] = fl | PAGE_WRITABLE
+      if (this.idle !== null) this.idle[pi] = 0
+    }
+    this.#forget(pi)
+    this.#epoch++
+  }
+
+  /** Page `pi` is no longer missing (if it was): move the fast paths' bounds past the filled prefix. */
+  #forget(pi: number): void {
+    const set = this.#missing!
+    if (!set.delete(pi)) return
+    if (set.count === 0) {
+      // The last one: an ordinary space again.
+      this.#missing = null
+      this.#fillFn = null
+      this.#fillThis = null
+      this.#scratch = EMPTY_U8
+      this.#prefix = this.pages
+      this.#setBounds(this.size)
+    } else if (pi === this.#prefix) {
+      this.#prefix = set.next(pi + 1, this.pages)
+      this.#setBounds(this.#prefix * this.pageSize)
+    }
   }
 
   // ---------------------------------------------------------------- fork / dispose
@@ -717,6 +980,8 @@ export class PagedSpace {
    */
   forkInto(child: PagedSpace): void {
     this.#live()
+    // fork() fills missing pages before making the child (MergeableSpace.fork): the child gets contents, not a registration.
+    if (this.#missing !== null) throw new Error("internal: forkInto on a space with missing pages")
     // Every page of the parent becomes copy-on-write: no write translation may survive.
     this.pool.revokeWrites()
     const pool = this.pool
@@ -774,6 +1039,11 @@ export class PagedSpace {
       this.#zap(pi)
     }
     this.#pins.clear()
+    // The missing-page registration goes with the space (its handler is never called again).
+    this.#missing = null
+    this.#fillFn = null
+    this.#fillThis = null
+    this.#scratch = EMPTY_U8
     this.#disposed = true
     // Zapped pages are all zero-frame entries with no flags: the tables are clean for reuse.
     this.pool.recycleTables(this.pte, this.pflags.fill(0))
@@ -786,10 +1056,7 @@ export class PagedSpace {
     this.#dv = EMPTY_DV
     this.#epoch++
     // Make every fast path fail its bounds check, so the slow path reports SpaceDisposed.
-    this.#end = 0
-    this.#lastU32 = -1
-    this.#lastAligned = -1
-    this.#lastU16 = -1
+    this.#setBounds(0)
   }
 
   /** @internal throw SpaceDisposed if disposed. */

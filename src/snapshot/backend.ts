@@ -62,6 +62,13 @@ export interface SnapshotBackend {
    * unverified: the store checks them against the id.
    */
   getPages(ids: readonly ContentId[]): Promise<(Uint8Array | undefined)[]>
+  /**
+   * Optional: read one page synchronously, `undefined` as getPages (unverified). Lazy restore
+   * needs it (its page faults are synchronous); a backend without it restores eagerly only.
+   * It may be called while another call is in flight (between that call's awaits), so it must
+   * read only committed data.
+   */
+  readPageSync?(id: ContentId): Uint8Array | undefined
   /** Drop every page not in `live` and reclaim its space; returns how many pages were dropped. */
   retainPages(live: ReadonlySet<ContentId>): Promise<number>
   /** Commit a manifest atomically under `name` (replacing one of that name): all or nothing. */

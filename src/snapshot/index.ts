@@ -11,7 +11,7 @@
  * ```
  */
 export { SnapshotStore } from "./store.ts"
-export type { GcReport, RestoreOptions, SaveOptions, SaveReport, SnapshotInfo, SnapshotSpaceInfo, SnapshotStoreOptions, StoreStats } from "./store.ts"
+export type { GcReport, LazyRestore, RestoreOptions, SaveOptions, SaveReport, SnapshotInfo, SnapshotSpaceInfo, SnapshotStoreOptions, StoreStats } from "./store.ts"
 export { PackBackend } from "./pack.ts"
 export type { PackBackendOptions } from "./pack.ts"
 export type { BackendUsage, ContentId, SnapshotBackend, StoredPage } from "./backend.ts"

@@ -22,7 +22,7 @@
  * deleting the old packs; a crash at any step leaves either the old or the new index, and open()
  * removes the packs the surviving one does not use.
  */
-import { constants } from "node:fs"
+import { closeSync, constants, openSync, readSync } from "node:fs"
 import { type FileHandle, mkdir, open, readdir, readFile, rename, stat, truncate, unlink } from "node:fs/promises"
 import { join } from "node:path"
 import { crc32, deflateRawSync, inflateRawSync } from "node:zlib"
@@ -78,6 +78,25 @@ function locationOf(pack: number, offset: number, field: number): Location {
   const length = field & LENGTH_MASK
   const log = field >>> LENGTH_BITS
   return { pack, offset, length, raw: log === 0 ? length : 2 ** log }
+}
+
+/**
+ * The page of the record of `id` at byte `at` of `buf` (read from its pack at `loc`), or undefined
+ * when the record is short or its header does not match. A damaged deflate stream comes back as
+ * its stored bytes: the store's check then names the page.
+ */
+function decodeRecord(buf: Uint8Array, bv: DataView, at: number, id: ContentId, loc: Location): Uint8Array | undefined {
+  if (at + RECORD_HEADER_BYTES + loc.length > buf.length) return undefined
+  const deflated = loc.raw !== loc.length
+  if (bv.getUint32(at, true) !== (deflated ? RECORD_MAGIC_DEFLATE : RECORD_MAGIC) || bv.getUint32(at + 4, true) !== loc.length || idFromBytes(buf, at + 8) !== id) return undefined
+  const payload = buf.subarray(at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + loc.length)
+  if (!deflated) return payload.slice()
+  try {
+    const page = inflateRawSync(payload, { maxOutputLength: loc.raw })
+    return new Uint8Array(page.buffer, page.byteOffset, page.length)
+  } catch {
+    return payload.slice()
+  }
 }
 
 /** Write the index entry of `id` at `loc` into `entries` at byte `e` (see the layout above). */
@@ -182,6 +201,8 @@ export class PackBackend implements SnapshotBackend {
   /** The next append starts a new pack (after a failed append, and for compaction). */
   #freshPack = false
   #closed = false
+  /** Pack number -> file descriptor of readPageSync (closed by gc's compaction and by close()). */
+  readonly #syncFds = new Map<number, number>()
   /** What open() repaired, for tests and tools. */
   readonly recovered: { indexBytesCut: number; packBytesCut: number; packsRemoved: number; tempFilesRemoved: number } = { indexBytesCut: 0, packBytesCut: 0, packsRemoved: 0, tempFilesRemoved: 0 }
 
@@ -448,21 +469,7 @@ export class PackBackend implements SnapshotBackend {
         const bv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
         for (let n = k; n < m; n++) {
           const { i, id, loc } = wanted[n]!
-          const at = loc.offset - first.offset
-          if (at + RECORD_HEADER_BYTES + loc.length > buf.length) continue
-          const deflated = loc.raw !== loc.length
-          if (bv.getUint32(at, true) !== (deflated ? RECORD_MAGIC_DEFLATE : RECORD_MAGIC) || bv.getUint32(at + 4, true) !== loc.length || idFromBytes(buf, at + 8) !== id) continue
-          const payload = buf.subarray(at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + loc.length)
-          if (!deflated) out[i] = payload.slice()
-          else {
-            // A damaged stream comes back as its stored bytes: the store's check then names the page.
-            try {
-              const page = inflateRawSync(payload, { maxOutputLength: loc.raw })
-              out[i] = new Uint8Array(page.buffer, page.byteOffset, page.length)
-            } catch {
-              out[i] = payload.slice()
-            }
-          }
+          out[i] = decodeRecord(buf, bv, loc.offset - first.offset, id, loc)
         }
         k = m
       }
@@ -470,6 +477,47 @@ export class PackBackend implements SnapshotBackend {
       for (const fh of handles.values()) await fh.close().catch(() => undefined)
     }
     return out
+  }
+
+  /**
+   * Read one page synchronously (a lazy restore's page fault): one pread of its record, `undefined`
+   * when the page is not held or its record is unreadable; unverified, like getPages. Reads only
+   * records the index already points at, so it is safe while another call is in flight.
+   */
+  readPageSync(id: ContentId): Uint8Array | undefined {
+    this.#live()
+    const loc = this.#index.get(id)
+    if (loc === undefined) return undefined
+    try {
+      let fd = this.#syncFds.get(loc.pack)
+      if (fd === undefined) {
+        fd = openSync(join(this.dir, "packs", packFile(loc.pack)), "r")
+        this.#syncFds.set(loc.pack, fd)
+      }
+      const n = RECORD_HEADER_BYTES + loc.length
+      const buf = new Uint8Array(n)
+      let done = 0
+      while (done < n) {
+        const r = readSync(fd, buf, done, n - done, loc.offset + done)
+        if (r === 0) break
+        done += r
+      }
+      return decodeRecord(buf.subarray(0, done), new DataView(buf.buffer, 0, done), 0, id, loc)
+    } catch (cause) {
+      if (isMissing(cause)) return undefined
+      throw new StoreIOError(`read page ${id}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause })
+    }
+  }
+
+  #closeSyncFds(): void {
+    for (const fd of this.#syncFds.values()) {
+      try {
+        closeSync(fd)
+      } catch {
+        // already closed: nothing to release
+      }
+    }
+    this.#syncFds.clear()
   }
 
   async getPages(ids: readonly ContentId[]): Promise<(Uint8Array | undefined)[]> {
@@ -526,6 +574,8 @@ export class PackBackend implements SnapshotBackend {
       this.#indexSize = entries.length
       this.#index.clear()
       for (const [id, loc] of newIndex) this.#index.set(id, loc)
+      // Sync reads open packs by number again (an old pack is about to go, its number may return).
+      this.#closeSyncFds()
       // The old packs are unreferenced now: remove them.
       for (const no of dirtyPacks) {
         if (!oldPacks.has(no)) continue
@@ -627,6 +677,7 @@ export class PackBackend implements SnapshotBackend {
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    this.#closeSyncFds()
     await this.#current?.fh.close().catch(() => undefined)
     this.#current = null
     await this.#indexFh?.close().catch(() => undefined)

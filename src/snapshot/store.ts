@@ -13,7 +13,7 @@
  * backend is serialised; reference counts (snapshots and in-flight saves) decide what gc frees.
  */
 import { createHmac, randomBytes } from "node:crypto"
-import { type AddressSpace, Engine, InvalidArgument, PageCategory } from "../index.ts"
+import { type AddressSpace, Engine, InvalidArgument, type MissingPageHandler, PageCategory } from "../index.ts"
 import { type ContentId, idFromBytes, type SnapshotBackend, type StoredPage } from "./backend.ts"
 import { SnapshotCorrupt, SnapshotExists, SnapshotNotFound, StoreIOError, StoreUnavailable } from "./errors.ts"
 import { decodeManifest, encodeManifest, type Manifest, type ManifestSpace } from "./manifest.ts"
@@ -80,6 +80,38 @@ export interface RestoreOptions {
    * not only those that were merged when saved. @default true
    */
   readonly merge?: boolean
+  /**
+   * Lazy restore: return the spaces at once, their non-zero pages missing (userfaultfd's MISSING
+   * mode, see `AddressSpace.registerMissing`). The first access to a page reads it from the store
+   * synchronously (one read and the integrity check: tens of microseconds); a background filler
+   * reads the rest in address order, a chunk per event-loop turn, then merges (with `merge`).
+   * restore() then resolves to a {@link LazyRestore} instead of the spaces.
+   *
+   * When to use: resume instances sooner than their images can be read (the first access waits
+   * for one page, not for the image), or restore a fleet that touches little of its memory
+   * before the fill catches up. Gotchas: the backend must read pages synchronously (the
+   * pack-file backend does; RedisBackend does not: InvalidArgument, restore eagerly); a corrupt
+   * page is found only when it is read, so a fault on it throws PageFetchFailed whose `cause` is
+   * SnapshotCorrupt, and `done` rejects (the spaces are not disposed: the host decides);
+   * close() waits for the fills in progress; dispose a space to stop its fill.
+   * @default false
+   */
+  readonly lazy?: boolean
+}
+
+/** A lazy restore in progress: what `restore(name, engine, { lazy: true })` resolves to. */
+export interface LazyRestore {
+  /** The restored spaces (names, domains, sizes as saved, in order), usable now. */
+  readonly spaces: readonly AddressSpace[]
+  /**
+   * Settles when the background fill is over: resolves once every page of every space not
+   * disposed meanwhile is in memory (and merged, with `merge`); rejects with the fill's first
+   * error (SnapshotCorrupt, StoreIOError, OutOfMemory), leaving the spaces as they are (their
+   * unfilled pages still fault in on access). Ignoring it never makes an unhandled rejection.
+   */
+  readonly done: Promise<void>
+  /** Pages not in memory yet, over all the spaces (0 once `done` resolves). */
+  readonly missingPages: number
 }
 
 /** One space of a snapshot, as list() describes it. */
@@ -158,6 +190,24 @@ const META_LIMIT = 1 << 20
 const READ_PAGES = 256
 /** Pages per backend write or read. */
 const IO_PAGES = 4096
+/** Pages the lazy-restore filler reads and installs per event-loop turn (1 MiB of 4 KiB pages). */
+const FILL_PAGES = 256
+
+/** The index of `page` in the ascending list `pages`, or -1. */
+function indexOfPage(pages: Uint32Array, page: number): number {
+  let lo = 0
+  let hi = pages.length - 1
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1
+    const p = pages[mid]!
+    if (p === page) return mid
+    if (p < page) lo = mid + 1
+    else hi = mid - 1
+  }
+  return -1
+}
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
 /** Which store tracks a space's writes (one at a time: the WRITTEN bits are one resource). */
 const tracking = new WeakMap<AddressSpace, Tracking>()
@@ -206,7 +256,8 @@ function isZero(words: Uint32Array): boolean {
  * while another live process has it). save() reads the spaces during the call, synchronously;
  * its promise resolves once the snapshot is durable. restore() creates new spaces (names and
  * domains as saved; the engine's page size must match). A corrupt page is a SnapshotCorrupt,
- * never memory. Deleting snapshots frees nothing until gc().
+ * never memory. Deleting snapshots frees nothing until gc(). `restore(name, engine, { lazy: true })`
+ * returns before the pages are read: they fault in on first access or from a background filler.
  */
 export class SnapshotStore {
   readonly #backend: SnapshotBackend
@@ -219,6 +270,8 @@ export class SnapshotStore {
   #queue: Promise<unknown> = Promise.resolve()
   #closed = false
   readonly #prefixes = new Map<string, Uint8Array>()
+  /** Background fills of lazy restores in progress (close() waits for them). */
+  readonly #fills = new Set<Promise<void>>()
 
   private constructor(backend: SnapshotBackend, key: Uint8Array, crossDomain: boolean) {
     this.#backend = backend
@@ -485,27 +538,51 @@ export class SnapshotStore {
    * Restore snapshot `name` into `engine`: new spaces (names, domains, sizes as saved), byte-exact,
    * merged (see {@link RestoreOptions.merge}), in the order they were saved. Every page is checked
    * against its content id first: a mismatch or a missing page throws SnapshotCorrupt naming the
-   * snapshot, space and page, and the spaces created so far are disposed.
+   * snapshot, space and page, and the spaces created so far are disposed. With `lazy: true` it
+   * resolves at once to a {@link LazyRestore}: the spaces are usable while their pages arrive (on
+   * first access, or from a background filler); see {@link RestoreOptions.lazy}.
    */
-  restore(name: string, engine: Engine, options?: RestoreOptions): Promise<AddressSpace[]> {
+  restore(name: string, engine: Engine, options: RestoreOptions & { readonly lazy: true }): Promise<LazyRestore>
+  restore(name: string, engine: Engine, options?: RestoreOptions & { readonly lazy?: false }): Promise<AddressSpace[]>
+  restore(name: string, engine: Engine, options?: RestoreOptions): Promise<AddressSpace[] | LazyRestore>
+  restore(name: string, engine: Engine, options?: RestoreOptions): Promise<AddressSpace[] | LazyRestore> {
     try {
       this.#live()
       const where = "SnapshotStore.restore()"
       checkName(where, name)
       if (!(engine instanceof Engine)) throw new InvalidArgument(`${where}: engine must be an sksm Engine, got ${show(engine)}`)
-      const o = readOptions(where, options, ["merge"])
+      const o = readOptions(where, options, ["merge", "lazy"])
       const merge = optBool(where, "merge", o.merge, true)
-      return this.#serial(() => this.#restore(name, engine, merge))
+      const lazy = optBool(where, "lazy", o.lazy, false)
+      if (lazy && typeof this.#backend.readPageSync !== "function") throw new InvalidArgument(`${where}: lazy restore needs a backend that reads pages synchronously (readPageSync); this one does not: restore eagerly`)
+      return lazy ? this.#serial(() => this.#restoreLazy(name, engine, merge)) : this.#serial(() => this.#restore(name, engine, merge))
     } catch (e) {
       return Promise.reject(e)
     }
   }
 
-  async #restore(name: string, engine: Engine, merge: boolean): Promise<AddressSpace[]> {
+  /** The manifest of snapshot `name`, checked against `engine`'s page size. */
+  async #manifestFor(name: string, engine: Engine): Promise<Manifest> {
     const bytes = await this.#backend.getManifest(name)
     if (bytes === undefined) throw new SnapshotNotFound(name)
     const m = decodeManifest(name, bytes)
     if (m.pageSize !== engine.pageSize) throw new InvalidArgument(`SnapshotStore.restore(): snapshot ${JSON.stringify(name)} has ${m.pageSize}-byte pages, the engine ${engine.pageSize}-byte pages`)
+    return m
+  }
+
+  /** Whether `bytes` are the page of content id `id` in space `s` (scope and page size). */
+  #verify(s: ManifestSpace, pageSize: number, id: ContentId, bytes: Uint8Array | undefined): bytes is Uint8Array {
+    return bytes !== undefined && bytes.length === pageSize && this.#idOf(s.scope, bytes) === id
+  }
+
+  /** The error for page `k` of space `si` whose bytes failed {@link #verify} (`held`: the backend returned some). */
+  #corrupt(m: Manifest, si: number, k: number, held: boolean): SnapshotCorrupt {
+    const s = m.spaces[si]!
+    return new SnapshotCorrupt(m.name, si, s.pages[k]!, held ? `its bytes do not match content id ${s.ids[k]}` : `content id ${s.ids[k]} is missing from the store`)
+  }
+
+  async #restore(name: string, engine: Engine, merge: boolean): Promise<AddressSpace[]> {
+    const m = await this.#manifestFor(name, engine)
     const made: AddressSpace[] = []
     try {
       for (let si = 0; si < m.spaces.length; si++) {
@@ -519,14 +596,11 @@ export class SnapshotStore {
           const verified = new Map<ContentId, Uint8Array>()
           want.forEach((id, i) => {
             const b = got[i]
-            if (b !== undefined && b.length === m.pageSize && this.#idOf(s.scope, b) === id) verified.set(id, b)
+            if (this.#verify(s, m.pageSize, id, b)) verified.set(id, b)
           })
           for (let i = k; i < end; i++) {
             const page = verified.get(s.ids[i]!)
-            if (page === undefined) {
-              const held = got[want.indexOf(s.ids[i]!)] !== undefined
-              throw new SnapshotCorrupt(name, si, s.pages[i]!, held ? `its bytes do not match content id ${s.ids[i]}` : `content id ${s.ids[i]} is missing from the store`)
-            }
+            if (page === undefined) throw this.#corrupt(m, si, i, got[want.indexOf(s.ids[i]!)] !== undefined)
             if (space.disposed) throw new StoreUnavailable("a restored space was disposed during restore")
             space.write(s.pages[i]! * m.pageSize, page)
           }
@@ -539,6 +613,99 @@ export class SnapshotStore {
       for (const space of made) space.dispose()
       throw e
     }
+  }
+
+  /**
+   * Lazy restore: the spaces, registered missing (each manifest page), returned at once; the
+   * pages the snapshot references stay referenced until the fill is over (a delete and gc
+   * meanwhile frees none of them).
+   */
+  async #restoreLazy(name: string, engine: Engine, merge: boolean): Promise<LazyRestore> {
+    const m = await this.#manifestFor(name, engine)
+    const backend = this.#backend
+    // Read once: the fault handlers call this, never the backend's property again.
+    const read = backend.readPageSync!
+    const made: AddressSpace[] = []
+    try {
+      for (let si = 0; si < m.spaces.length; si++) {
+        const s = m.spaces[si]!
+        const space = engine.createSpace({ size: s.size, name: s.name, domain: s.domain })
+        made.push(space)
+        space.registerMissing(this.#faultHandler(m, si, (id) => read.call(backend, id)), s.pages)
+        if (s.mergeAny) space.setMergeAny(true)
+      }
+    } catch (e) {
+      for (const space of made) space.dispose()
+      throw e
+    }
+    const ids = new Set<ContentId>()
+    for (const s of m.spaces) for (const id of s.ids) ids.add(id)
+    for (const id of ids) this.#refs.set(id, (this.#refs.get(id) ?? 0) + 1)
+    const done: Promise<void> = this.#fill(m, made, merge).finally(() => {
+      this.#unref(ids)
+      this.#fills.delete(done)
+    })
+    this.#fills.add(done)
+    done.catch(() => undefined) // handled: the host may ignore `done`
+    const spaces = Object.freeze([...made])
+    return Object.freeze({
+      spaces,
+      done,
+      get missingPages(): number {
+        let n = 0
+        for (const space of spaces) n += space.missingPages
+        return n
+      },
+    })
+  }
+
+  /**
+   * The MISSING-fault handler of space `si` of `m`: read the page synchronously, verify it as
+   * restore does, hand it over. Runs inside the host's access (the engine is busy meanwhile).
+   */
+  #faultHandler(m: Manifest, si: number, read: (id: ContentId) => Uint8Array | undefined): MissingPageHandler {
+    const s = m.spaces[si]!
+    return {
+      fill: (pageIndex: number, page: Uint8Array): void => {
+        if (this.#closed) throw new StoreUnavailable("the snapshot store is closed")
+        const k = indexOfPage(s.pages, pageIndex)
+        if (k < 0) throw new Error(`page ${pageIndex} is not in the manifest`) // registered pages are the manifest's
+        const bytes = read(s.ids[k]!)
+        if (!this.#verify(s, m.pageSize, s.ids[k]!, bytes)) throw this.#corrupt(m, si, k, bytes !== undefined)
+        page.set(bytes)
+      },
+    }
+  }
+
+  /**
+   * The background filler of a lazy restore: for each space in order, the pages still missing,
+   * in address order, FILL_PAGES per event-loop turn (one backend read through the queue, then
+   * verify and install); skips what faults filled first; stops for a disposed space; merges at
+   * the end like an eager restore.
+   */
+  async #fill(m: Manifest, spaces: readonly AddressSpace[], merge: boolean): Promise<void> {
+    const ps = m.pageSize
+    for (let si = 0; si < m.spaces.length; si++) {
+      const s = m.spaces[si]!
+      const space = spaces[si]!
+      let k = 0
+      while (k < s.pages.length && !space.disposed && space.missingPages > 0) {
+        const chunk: number[] = []
+        for (; k < s.pages.length && chunk.length < FILL_PAGES; k++) if (space.isMissing(s.pages[k]! * ps)) chunk.push(k)
+        if (chunk.length === 0) continue
+        const want = [...new Set(chunk.map((i) => s.ids[i]!))]
+        const got = await this.#serial(() => this.#backend.getPages(want))
+        if (space.disposed) break
+        const byId = new Map(want.map((id, i) => [id, got[i]]))
+        for (const i of chunk) {
+          const bytes = byId.get(s.ids[i]!)
+          if (!this.#verify(s, ps, s.ids[i]!, bytes)) throw this.#corrupt(m, si, i, bytes !== undefined)
+          space.copyMissing(s.pages[i]! * ps, bytes)
+        }
+        await nextTurn()
+      }
+    }
+    if (merge) for (const space of spaces) if (!space.disposed) space.merge()
   }
 
   /** The committed snapshots, by name (the state after the operations that have completed). */
@@ -655,9 +822,14 @@ export class SnapshotStore {
     }
   }
 
-  /** Finish the queued operations, then release the storage (and its lock). Idempotent. */
+  /**
+   * Finish the queued operations and the background fills of lazy restores (their spaces need
+   * the store until then: dispose a space to stop its fill), then release the storage (and its
+   * lock). Idempotent.
+   */
   async close(): Promise<void> {
     if (this.#closed) return
+    while (this.#fills.size > 0) await Promise.allSettled([...this.#fills])
     await this.#queue
     if (this.#closed) return
     this.#closed = true

@@ -3,6 +3,7 @@
  * (MergeableSpace) has more, for the layers below; none of it is reachable from this type.
  */
 import type { MergeReport } from "../core/merge.ts"
+import type { MissingPageHandler } from "../memory/missing.ts"
 import type { PagemapScanArgs, PagemapScanResult } from "../memory/pagemap.ts"
 
 /** Bytes sksm charges per rmap item in `ksmProcessProfit` (the kernel charges sizeof(struct ksm_rmap_item), 64). */
@@ -139,6 +140,33 @@ export interface AddressSpace {
   pagemapScan(args: PagemapScanArgs): PagemapScanResult
 
   /**
+   * userfaultfd(UFFDIO_REGISTER_MODE_MISSING), in process: the listed pages (default: all) that
+   * are unpopulated become missing; the first access of any kind to one calls
+   * `handler.fill(pageIndex, page)` synchronously, installs what it wrote, then does the access.
+   * Returns how many pages became missing. When to use: a space that must run before its contents
+   * arrive (lazy snapshot restore). The word fast paths are unchanged: their bounds stop at the
+   * first missing page, so accesses above it take the checked path until the pages below are
+   * filled (fill in address order). Gotchas: the handler must read synchronously and must not
+   * call the engine (Busy); what it throws becomes PageFetchFailed with nothing changed. merge(),
+   * unmerge() and the scanner skip missing pages (merge after the fill); fork() and pagemapScan()
+   * fill the pages they cover first; discard() turns a missing page into a zero page. One
+   * registration at a time; it is dropped when no page is missing any more.
+   */
+  registerMissing(handler: MissingPageHandler, pages?: Uint32Array | readonly number[]): number
+  /**
+   * UFFDIO_COPY: install `bytes` (whole pages at page-aligned `addr`) into the missing pages of
+   * that range; pages not missing are skipped (a fault got there first). Returns how many were
+   * installed. All-or-nothing (frames reserved first).
+   */
+  copyMissing(addr: number, bytes: Uint8Array): number
+  /** MADV_POPULATE_READ for missing pages: fill those of the range (default: to the end) through the handler now; returns how many. */
+  fetchMissing(addr?: number, length?: number): number
+  /** Pages still missing: 0 when none was registered, once all are filled, and after dispose. */
+  readonly missingPages: number
+  /** Whether the page holding `addr` is missing (registered and not filled yet). */
+  isMissing(addr: number): boolean
+
+  /**
    * MADV_MERGE (SKSM): merge the pages of `[addr, addr+length)` now (default: from `addr` to the
    * end). The range is widened to whole pages; an empty range merges nothing. Pinned and
    * never-touched pages are skipped. A later write unshares by copy-on-write.
@@ -155,7 +183,7 @@ export interface AddressSpace {
   setMergeAny(on: boolean): void
   /** /proc/<pid>/ksm_stat for this space. */
   ksmStat(): SpaceStats
-  /** fork(): a copy-on-write clone; copies no data (pinned pages excepted). */
+  /** fork(): a copy-on-write clone; copies no data (pinned pages excepted; missing pages are filled first). */
   fork(): AddressSpace
   /** munmap: release every frame and table reference; later calls throw SpaceDisposed. Idempotent. */
   dispose(): void

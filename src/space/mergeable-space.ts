@@ -159,10 +159,14 @@ export class MergeableSpace extends PagedSpace implements AddressSpace {
   /**
    * fork(): a copy-on-write clone. O(pages), copies no data (pinned pages excepted: the
    * child gets its own copy of those, as the kernel does). The child maps the parent's
-   * merged frames but its ksmMergingPages starts at 0; mergeAny is inherited.
+   * merged frames but its ksmMergingPages starts at 0; mergeAny is inherited. Missing pages
+   * (registerMissing) are filled first, through the handler.
    */
   fork(): MergeableSpace {
     this.live()
+    // Missing pages are filled first: the child gets their contents, not a registration
+    // (PageFetchFailed, OutOfMemory: no child, the pages filled so far stay filled).
+    if (this.missingPages > 0) this.fetchMissing()
     this.pool.ensureFree(this.pinnedCount(), "fork")
     const host = this.#host
     // Adopted only once its page table is complete: the scanner never sees a half-forked space.

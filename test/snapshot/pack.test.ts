@@ -72,6 +72,23 @@ describe("PackBackend", () => {
     await c.close()
   })
 
+  it("readPageSync reads what getPages reads (plain and deflated), undefined for unknown ids, and still after gc's compaction", async () => {
+    const b = await PackBackend.open(dir, { packBytes: 4 * REC, compress: "deflate" })
+    const odd = new Uint8Array(4096).map((_, i) => (i * 7919) >>> 3)
+    await b.putPages([...Array.from({ length: 10 }, (_, n) => ({ id: id(n), bytes: page(n) })), { id: id(50), bytes: odd }])
+    const got = await b.getPages([id(3), id(50)])
+    expect(b.readPageSync(id(3))).toEqual(got[0])
+    expect(b.readPageSync(id(50))).toEqual(odd)
+    expect(b.readPageSync(id(99))).toBeUndefined()
+    // Compaction moves records to new packs and deletes old ones: cached descriptors must not be used.
+    expect(await b.retainPages(new Set([id(7), id(50)]))).toBe(9)
+    expect(b.readPageSync(id(7))?.[0]).toBe(7)
+    expect(b.readPageSync(id(50))).toEqual(odd)
+    expect(b.readPageSync(id(3))).toBeUndefined()
+    await b.close()
+    expect(() => b.readPageSync(id(7))).toThrow(expect.objectContaining({ _tag: "StoreUnavailable" }))
+  })
+
   it("refuses a bad packBytes", async () => {
     for (const packBytes of [0, 100, 1.5, 2 ** 33]) await expect(PackBackend.open(dir, { packBytes })).rejects.toBeInstanceOf(InvalidArgument)
   })

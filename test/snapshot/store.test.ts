@@ -4,7 +4,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, beforeEach, describe, expect, it } from "vitest"
 import { type AddressSpace, Engine, InvalidArgument } from "../../src/index.ts"
-import { SnapshotCorrupt, SnapshotExists, SnapshotNotFound, SnapshotStore, StoreUnavailable } from "../../src/snapshot/index.ts"
+import { PackBackend, SnapshotCorrupt, SnapshotExists, SnapshotNotFound, SnapshotStore, StoreUnavailable } from "../../src/snapshot/index.ts"
 
 const PAGE = 4096
 let dir: string
@@ -249,5 +249,167 @@ describe("bad input changes nothing", () => {
     store = await SnapshotStore.open(dir)
     expect(store.list().map((s) => s.name)).toEqual(["p"])
     expect((await store.save(a, { name: "q" })).newPages).toBe(0)
+  })
+})
+
+describe("lazy restore", () => {
+  it("returns usable spaces at once, byte-exact with an eager restore; done resolves filled and merged like it", async () => {
+    const e = new Engine()
+    const a = image(e, 600, 1, { zero: (p) => p % 5 === 0 })
+    const b = a.fork()
+    b.writeU32(7 * PAGE, 1)
+    b.setMergeAny(true)
+    await store.save([a, b], { name: "lazy" })
+    const eager = new Engine()
+    const want = await store.restore("lazy", eager)
+    const lazyEngine = new Engine()
+    const r = await store.restore("lazy", lazyEngine, { lazy: true })
+    expect(r.spaces.map((s) => [s.name, s.domain, s.size, s.mergeAny])).toEqual(want.map((s) => [s.name, s.domain, s.size, s.mergeAny]))
+    expect(r.missingPages).toBe(2 * 480)
+    // First accesses, before the filler has run: synchronous faults.
+    expect(r.spaces[1]!.readU32(7 * PAGE)).toBe(1)
+    expect(r.spaces[0]!.readU32(599 * PAGE + 8)).toBe(want[0]!.readU32(599 * PAGE + 8))
+    expect(r.missingPages).toBe(2 * 480 - 2)
+    await r.done
+    expect(r.missingPages).toBe(0)
+    expect(r.spaces.every((s, i) => same(s, want[i]!))).toBe(true)
+    const se = eager.stats()
+    const sl = lazyEngine.stats()
+    expect([sl.pagesShared, sl.pagesSharing]).toEqual([se.pagesShared, se.pagesSharing])
+    expect(lazyEngine.memory().framesInUse).toBe(eager.memory().framesInUse)
+  })
+
+  it("without merge, a lazily restored space holds its pages privately and the fast paths serve it", async () => {
+    const e = new Engine()
+    const a = image(e, 300, 2)
+    await store.save(a, { name: "m" })
+    const e2 = new Engine()
+    const r = await store.restore("m", e2, { lazy: true, merge: false })
+    r.spaces[0]!.writeU32(123 * PAGE + 4, 0xabcdef)
+    await r.done
+    expect(e2.stats().pagesSharing).toBe(0)
+    a.writeU32(123 * PAGE + 4, 0xabcdef)
+    expect(same(a, r.spaces[0]!)).toBe(true)
+  })
+
+  it("a corrupt page is found on its lazy fault: PageFetchFailed caused by SnapshotCorrupt naming snapshot, space, page; done rejects; the rest reads fine", async () => {
+    const e = new Engine()
+    const a = image(e, 8, 9)
+    await store.save(a, { name: "victim" })
+    await store.close()
+    const pack = join(dir, "packs", readdirSync(join(dir, "packs"))[0]!)
+    const bytes = readFileSync(pack)
+    const page = 5
+    bytes[page * (PAGE + 24) + 24 + 100]! ^= 0x10
+    writeFileSync(pack, bytes)
+    store = await SnapshotStore.open(dir)
+    const e2 = new Engine()
+    const r = await store.restore("victim", e2, { lazy: true })
+    const s = r.spaces[0]!
+    const err = (() => {
+      try {
+        s.readU8(page * PAGE)
+      } catch (x) {
+        return x as { _tag: string; page: number; cause: unknown }
+      }
+      return null
+    })()
+    expect(err).toMatchObject({ _tag: "PageFetchFailed", page })
+    expect(err!.cause).toBeInstanceOf(SnapshotCorrupt)
+    expect(err!.cause).toMatchObject({ snapshot: "victim", space: 0, page })
+    await expect(r.done).rejects.toMatchObject({ _tag: "SnapshotCorrupt", snapshot: "victim", space: 0, page })
+    expect(s.isMissing(page * PAGE)).toBe(true)
+    expect(s.read(0, page * PAGE)).toEqual(a.read(0, page * PAGE))
+    expect(s.read(6 * PAGE, 2 * PAGE)).toEqual(a.read(6 * PAGE, 2 * PAGE))
+    // The host decides: discarding the bad page makes the space whole (and zero there).
+    s.discard(page * PAGE, PAGE)
+    expect(s.missingPages).toBe(0)
+  })
+
+  it("disposing a space mid-fill stops its filler cleanly; the others fill; nothing is left in the engine", async () => {
+    const e = new Engine()
+    await store.save([image(e, 2000, 3), image(e, 100, 4)], { name: "big" })
+    const e2 = new Engine()
+    const r = await store.restore("big", e2, { lazy: true })
+    r.spaces[0]!.readU8(0)
+    r.spaces[0]!.dispose()
+    await r.done
+    expect(r.spaces[1]!.missingPages).toBe(0)
+    expect(e2.spaces()).toHaveLength(1)
+    r.spaces[1]!.dispose()
+    expect(e2.memory().framesInUse).toBe(0)
+  })
+
+  it("close() mid-fill waits for the fill: the spaces are whole after it", async () => {
+    const e = new Engine()
+    const a = image(e, 1500, 5)
+    await store.save(a, { name: "c" })
+    const e2 = new Engine()
+    const r = await store.restore("c", e2, { lazy: true })
+    await store.close()
+    expect(r.missingPages).toBe(0)
+    expect(same(a, r.spaces[0]!)).toBe(true)
+    await r.done
+    store = await SnapshotStore.open(dir)
+  })
+
+  it("delete and gc during a lazy fill free none of its pages", async () => {
+    const e = new Engine()
+    const a = image(e, 1200, 6)
+    await store.save(a, { name: "g" })
+    const r = await store.restore("g", new Engine(), { lazy: true })
+    await store.delete("g")
+    const gc = await store.gc()
+    expect(gc.pagesFreed).toBe(0)
+    await r.done
+    expect(same(a, r.spaces[0]!)).toBe(true)
+    expect((await store.gc()).pagesFreed).toBe(1200)
+  })
+
+  it("after close, a page the fill never reached throws PageFetchFailed caused by StoreUnavailable", async () => {
+    const e = new Engine()
+    const a = image(e, 8, 7)
+    await store.save(a, { name: "x" })
+    await store.close()
+    // Corrupt page 2 so the fill stops there, then close: pages after it stay missing.
+    const pack = join(dir, "packs", readdirSync(join(dir, "packs"))[0]!)
+    const bytes = readFileSync(pack)
+    bytes[2 * (PAGE + 24) + 24]! ^= 1
+    writeFileSync(pack, bytes)
+    store = await SnapshotStore.open(dir)
+    const r = await store.restore("x", new Engine(), { lazy: true })
+    await expect(r.done).rejects.toBeInstanceOf(SnapshotCorrupt)
+    await store.close()
+    const s = r.spaces[0]!
+    expect(s.readU8(0)).toBe(a.readU8(0))
+    expect(() => s.readU8(6 * PAGE)).toThrow(expect.objectContaining({ _tag: "PageFetchFailed", page: 6, cause: expect.any(StoreUnavailable) }))
+    store = await SnapshotStore.open(dir)
+  })
+
+  it("a backend without synchronous reads refuses lazy restore with InvalidArgument; bad options too", async () => {
+    const e = new Engine()
+    await store.save(image(e, 4, 8), { name: "r" })
+    await expect(store.restore("r", new Engine(), { lazy: "yes" } as never)).rejects.toBeInstanceOf(InvalidArgument)
+    await store.close()
+    const pack = await PackBackend.open(dir)
+    const noSync = {
+      header: (i: Uint8Array) => pack.header(i),
+      hasPage: (id: string) => pack.hasPage(id),
+      pageIds: () => pack.pageIds(),
+      putPages: (p: never) => pack.putPages(p),
+      getPages: (ids: readonly string[]) => pack.getPages(ids),
+      retainPages: (l: ReadonlySet<string>) => pack.retainPages(l),
+      putManifest: (n: string, b: Uint8Array) => pack.putManifest(n, b),
+      getManifest: (n: string) => pack.getManifest(n),
+      manifestNames: () => pack.manifestNames(),
+      deleteManifest: (n: string) => pack.deleteManifest(n),
+      usage: () => pack.usage(),
+      close: () => pack.close(),
+    }
+    store = await SnapshotStore.withBackend(noSync)
+    const e2 = new Engine()
+    await expect(store.restore("r", e2, { lazy: true })).rejects.toThrow(/synchronously/)
+    expect(e2.spaces()).toHaveLength(0)
+    expect(await store.restore("r", e2)).toHaveLength(1)
   })
 })
