@@ -84,9 +84,9 @@ export class PagedSpace {
   readonly pages: number
 
   /** @internal page -> frame; 0 (the zero frame) when unpopulated or merge-placed zero. */
-  pte: Int32Array
+  pte: Int32Array = EMPTY_I32
   /** @internal PAGE_* bits per page. */
-  pflags: Uint8Array
+  pflags: Uint8Array = EMPTY_U8
   /** @internal merge-placed zero pages in this space (kernel: mm->ksm_zero_pages). */
   ksmZeroPages = 0
   /** Copy-on-write faults that copied a frame in this space. */
@@ -196,7 +196,7 @@ export class PagedSpace {
   /** Read one byte. */
   readU8(addr: number): number {
     if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end) return this.#u8[(this.pte[addr >>> this.#shift]! << this.#shift) | (addr & this.#mask)]!
-    return this.#slowRead(addr, 1)
+    return this.#slowRead(addr, 1) >>> 0
   }
 
   /** Read a little-endian u16; any alignment, may straddle pages. */
@@ -204,7 +204,7 @@ export class PagedSpace {
     if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU16 && (addr & this.#mask) !== this.#mask) {
       return this.#dv.getUint16((this.pte[addr >>> this.#shift]! << this.#shift) | (addr & this.#mask), true)
     }
-    return this.#slowRead(addr, 2)
+    return this.#slowRead(addr, 2) >>> 0
   }
 
   /** Read a little-endian u32; any alignment, may straddle pages. */
@@ -215,7 +215,10 @@ export class PagedSpace {
       const off = addr & this.#mask
       if (addr <= this.#lastU32 && off <= this.#mask - 3) return this.#dv.getUint32((this.pte[addr >>> this.#shift]! << this.#shift) | off, true)
     }
-    return this.#slowRead(addr, 4)
+    // `>>> 0` (a no-op on its uint32 result) keeps the method's result an unboxed uint32 in the
+    // caller's optimised code: without it, once the slow path has run, every result above
+    // 2^31 - 1 is boxed into a new HeapNumber.
+    return this.#slowRead(addr, 4) >>> 0
   }
 
   /** Write one byte: the low 8 bits of `value`, a safe integer (NaN, fractions, Infinity: InvalidArgument). */
