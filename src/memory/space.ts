@@ -67,6 +67,12 @@ const EMPTY_I32 = new Int32Array(0)
 const EMPTY_U8 = new Uint8Array(0)
 const EMPTY_U32 = new Uint32Array(0)
 const EMPTY_DV = new DataView(new ArrayBuffer(0))
+/**
+ * PAGE_WRITABLE as a literal for the write fast paths: an imported const is a module cell that
+ * optimised code loads and checks for the temporal dead zone on every call.
+ */
+const WRITABLE = 1
+if (WRITABLE !== PAGE_WRITABLE) throw new Error("WRITABLE must equal PAGE_WRITABLE")
 /** The Uint32Array fast paths read words in the host's byte order; sksm's words are little-endian. */
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1
 
@@ -225,7 +231,7 @@ export class PagedSpace {
   writeU8(addr: number, value: number): void {
     if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end && typeof value === "number" && ((value >>> 0) === value || (value | 0) === value)) {
       const pi = addr >>> this.#shift
-      if ((this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
+      if ((this.pflags[pi]! & WRITABLE) !== 0) {
         this.#u8[(this.pte[pi]! << this.#shift) | (addr & this.#mask)] = value
         return
       }
@@ -247,7 +253,7 @@ export class PagedSpace {
     // Fast path: an aligned address below 2^32 in a writable page, an int32/uint32 value.
     if (typeof addr === "number" && (addr >>> 0) === addr && (addr & 3) === 0 && addr <= this.#lastAligned && typeof value === "number" && ((value >>> 0) === value || (value | 0) === value)) {
       const pi = addr >>> this.#shift
-      if ((this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
+      if ((this.pflags[pi]! & WRITABLE) !== 0) {
         this.#u32[(this.pte[pi]! << this.#wshift) | ((addr & this.#mask) >>> 2)] = value
         return
       }
@@ -263,7 +269,7 @@ export class PagedSpace {
   addU32(addr: number, delta: number): number {
     if (typeof addr === "number" && (addr >>> 0) === addr && (addr & 3) === 0 && addr <= this.#lastAligned && typeof delta === "number" && ((delta >>> 0) === delta || (delta | 0) === delta)) {
       const pi = addr >>> this.#shift
-      if ((this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
+      if ((this.pflags[pi]! & WRITABLE) !== 0) {
         const i = (this.pte[pi]! << this.#wshift) | ((addr & this.#mask) >>> 2)
         const u32 = this.#u32
         return (u32[i] = (u32[i]! + delta) >>> 0)
@@ -284,7 +290,7 @@ export class PagedSpace {
     }
     if (typeof addr === "number" && (addr >>> 0) === addr && (addr & 3) === 0 && addr <= this.#lastAligned) {
       const pi = addr >>> this.#shift
-      if ((this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
+      if ((this.pflags[pi]! & WRITABLE) !== 0) {
         const i = (this.pte[pi]! << this.#wshift) | ((addr & this.#mask) >>> 2)
         const next = this.#callUpdate(fn, this.#u32[i]!)
         return (this.#u32[i] = next)
