@@ -381,7 +381,7 @@ export class PagedSpace {
     if (typeof forWrite !== "boolean") throw new InvalidArgument(`forWrite must be a boolean, got ${typeof forWrite}`)
     const pi = addr >>> this.#shift
     if (forWrite) {
-      if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
+      if ((this.pflags[pi]! & WRITABLE) === 0) this.#faultOne(pi)
       this.pool.lentForWrite = true
     }
     return this.pte[pi]! << this.#shift
