@@ -27,7 +27,7 @@
  * Goals (issue 12): read, write and the stream <= 2x the DataView through the method API
  * (readU32 / writeU32) on every working set; read-modify-write <= 2.5x through the
  * translate-once call (addU32); the stream <= 1.3x through the direct-access API
- * (translate + memory.words with the tlbEpoch check). Without the new API (the old store)
+ * (translate + memory.words, tlbEpoch checked after each translate). Without the new API (the old store)
  * those rows are skipped with a note.
  */
 import { randomFillSync } from "node:crypto"
@@ -282,7 +282,7 @@ export const wordAccess: BenchModule = {
         `The plain buffer (one ArrayBuffer behind both the DataView and the Uint32Array) and the sksm space are fully written with the same random bytes. ` +
         `Dependent read-modify-write: each access's address depends on the value the previous one stored, so accesses cannot overlap (latency-bound); ` +
         `the independent one (informative) updates the listed addresses as they come, so misses overlap (throughput-bound). See bench/word-loops.ts. ` +
-        `Direct access keeps one TLB entry per loop, re-translating when the page or tlbEpoch changes.` +
+        `Direct access keeps one TLB entry per loop, re-translating when the page changes and checking tlbEpoch after each translate (the epoch only changes inside a call into the engine).` +
         (opts.quick ? " Quick mode: 64 MiB working sets only, 3 rounds." : ""),
     )
     return { rows: out, notes }
