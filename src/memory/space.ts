@@ -376,6 +376,20 @@ export class PagedSpace {
    * the host stop working) and bumps the epoch.
    */
   translate(addr: number, forWrite: boolean = false): number {
+    // Fast path (a host's TLB miss): a live, idle space (#end is 0 once disposed) and a page
+    // that needs no fault. Everything else, errors included, takes the checked path below.
+    if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end && this.pool.busy === 0) {
+      const pi = addr >>> this.#shift
+      if (forWrite === false) return this.pte[pi]! << this.#shift
+      if (forWrite === true && (this.pflags[pi]! & WRITABLE) !== 0) {
+        this.pool.lentForWrite = true
+        return this.pte[pi]! << this.#shift
+      }
+    }
+    return this.#translateChecked(addr, forWrite)
+  }
+
+  #translateChecked(addr: number, forWrite: boolean): number {
     if (!(typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end)) this.#badAddr(addr, 1)
     this.#live()
     if (typeof forWrite !== "boolean") throw new InvalidArgument(`forWrite must be a boolean, got ${typeof forWrite}`)
