@@ -275,7 +275,7 @@ export class PagedSpace {
         return (u32[i] = (u32[i]! + delta) >>> 0)
       }
     }
-    return this.#updateSlow(addr, delta, null)
+    return this.#updateSlow(addr, delta, null) >>> 0
   }
 
   /**
@@ -296,7 +296,7 @@ export class PagedSpace {
         return (this.#u32[i] = next)
       }
     }
-    return this.#updateSlow(addr, 0, fn)
+    return this.#updateSlow(addr, 0, fn) >>> 0
   }
 
   /** Run the caller's update with the engine marked busy (it cannot change the mapping); its result, checked. */
