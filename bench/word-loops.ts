@@ -20,9 +20,12 @@
  *
  * Implementations: a DataView and a Uint32Array over one plain ArrayBuffer; sksm through its
  * method API (readU32 / writeU32); the translate-once calls (addU32 / updateU32, read-modify-write
- * only); and direct access, a one-entry software TLB per loop kept the way the issue
- * describes a host loop: re-translate when the page or `tlbEpoch` changes, then index
- * `memory.words` (reads translate with forWrite false, writes with true).
+ * only); and direct access, a one-entry software TLB per loop kept the way an emulator keeps
+ * one: re-translate when the page changes (a TLB miss), then index `memory.words` (reads
+ * translate with forWrite false, writes with true). `tlbEpoch` changes only inside a call into
+ * the engine, so it is checked after each translate (re-reading `memory.words` when it moved),
+ * not on every access: the loop makes no other engine call. Page numbers are kept int32
+ * (`| 0`), so the TLB tag compare is an integer compare, not a float64 one (uint32 against -1).
  */
 
 import { xorshift32 } from "./xorshift.ts"
@@ -93,12 +96,14 @@ export function readDirect(s: FastSpace, addrs: Uint32Array, start: number, n: n
   let x = 0
   for (let i = 0; i < n; i++) {
     const a = addrs[(start + i) & m]!
-    const page = a >>> shift
-    if (s.tlbEpoch !== epoch || page !== tlbPage) {
+    const page = (a >>> shift) | 0
+    if (page !== tlbPage) {
       tlbBase = s.translate(a, false)
-      words = s.memory.words
-      epoch = s.tlbEpoch
       tlbPage = page
+      if (s.tlbEpoch !== epoch) {
+        words = s.memory.words
+        epoch = s.tlbEpoch
+      }
     }
     x ^= words[(tlbBase + (a & offMask)) >>> 2]!
   }
@@ -135,12 +140,14 @@ export function writeDirect(s: FastSpace, addrs: Uint32Array, start: number, n: 
   let tlbBase = 0
   for (let i = 0; i < n; i++) {
     const a = addrs[(start + i) & m]!
-    const page = a >>> shift
-    if (s.tlbEpoch !== epoch || page !== tlbPage) {
+    const page = (a >>> shift) | 0
+    if (page !== tlbPage) {
       tlbBase = s.translate(a, true)
-      words = s.memory.words
-      epoch = s.tlbEpoch
       tlbPage = page
+      if (s.tlbEpoch !== epoch) {
+        words = s.memory.words
+        epoch = s.tlbEpoch
+      }
     }
     words[(tlbBase + (a & offMask)) >>> 2] = i
   }
@@ -210,12 +217,14 @@ export function rmwDirect(s: FastSpace, addrs: Uint32Array, start: number, n: nu
   let v = 0
   for (let i = 0; i < n; i++) {
     const a = addrs[(start + i) & m]! ^ ((v & 15) << 2)
-    const page = a >>> shift
-    if (s.tlbEpoch !== epoch || page !== tlbPage) {
+    const page = (a >>> shift) | 0
+    if (page !== tlbPage) {
       tlbBase = s.translate(a, true)
-      words = s.memory.words
-      epoch = s.tlbEpoch
       tlbPage = page
+      if (s.tlbEpoch !== epoch) {
+        words = s.memory.words
+        epoch = s.tlbEpoch
+      }
     }
     const w = (tlbBase + (a & offMask)) >>> 2
     v = (words[w]! + DELTA) >>> 0
@@ -291,12 +300,14 @@ export function rmwIndepDirect(s: FastSpace, addrs: Uint32Array, start: number, 
   let x = 0
   for (let i = 0; i < n; i++) {
     const a = addrs[(start + i) & m]!
-    const page = a >>> shift
-    if (s.tlbEpoch !== epoch || page !== tlbPage) {
+    const page = (a >>> shift) | 0
+    if (page !== tlbPage) {
       tlbBase = s.translate(a, true)
-      words = s.memory.words
-      epoch = s.tlbEpoch
       tlbPage = page
+      if (s.tlbEpoch !== epoch) {
+        words = s.memory.words
+        epoch = s.tlbEpoch
+      }
     }
     const w = (tlbBase + (a & offMask)) >>> 2
     const v = (words[w]! + DELTA) >>> 0

@@ -68,6 +68,12 @@ const EMPTY_I32 = new Int32Array(0)
 const EMPTY_U8 = new Uint8Array(0)
 const EMPTY_U32 = new Uint32Array(0)
 const EMPTY_DV = new DataView(new ArrayBuffer(0))
+/**
+ * PAGE_WRITABLE as a literal for the write fast paths: an imported const is a module cell that
+ * optimised code loads and checks for the temporal dead zone on every call.
+ */
+const WRITABLE = 1
+if (WRITABLE !== PAGE_WRITABLE) throw new Error("WRITABLE must equal PAGE_WRITABLE")
 /** The Uint32Array fast paths read words in the host's byte order; sksm's words are little-endian. */
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1
 /** Captured once: a caller's Uint32Array is recognised and copied by intrinsics, never by its own methods. */
@@ -112,9 +118,9 @@ export class PagedSpace {
   readonly pages: number
 
   /** @internal page -> frame; 0 (the zero frame) when unpopulated or merge-placed zero. */
-  pte: Int32Array
+  pte: Int32Array = EMPTY_I32
   /** @internal PAGE_* bits per page. */
-  pflags: Uint8Array
+  pflags: Uint8Array = EMPTY_U8
   /** @internal merge-placed zero pages in this space (kernel: mm->ksm_zero_pages). */
   ksmZeroPages = 0
   /** Copy-on-write faults that copied a frame in this space. */
@@ -242,7 +248,7 @@ export class PagedSpace {
   /** Read one byte. */
   readU8(addr: number): number {
     if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end) return this.#u8[(this.pte[addr >>> this.#shift]! << this.#shift) | (addr & this.#mask)]!
-    return this.#slowRead(addr, 1)
+    return this.#slowRead(addr, 1) >>> 0
   }
 
   /** Read a little-endian u16; any alignment, may straddle pages. */
@@ -250,7 +256,7 @@ export class PagedSpace {
     if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU16 && (addr & this.#mask) !== this.#mask) {
       return this.#dv.getUint16((this.pte[addr >>> this.#shift]! << this.#shift) | (addr & this.#mask), true)
     }
-    return this.#slowRead(addr, 2)
+    return this.#slowRead(addr, 2) >>> 0
   }
 
   /** Read a little-endian u32; any alignment, may straddle pages. */
@@ -261,14 +267,17 @@ export class PagedSpace {
       const off = addr & this.#mask
       if (addr <= this.#lastU32 && off <= this.#mask - 3) return this.#dv.getUint32((this.pte[addr >>> this.#shift]! << this.#shift) | off, true)
     }
-    return this.#slowRead(addr, 4)
+    // `>>> 0` (a no-op on its uint32 result) keeps the method's result an unboxed uint32 in the
+    // caller's optimised code: without it, once the slow path has run, every result above
+    // 2^31 - 1 is boxed into a new HeapNumber.
+    return this.#slowRead(addr, 4) >>> 0
   }
 
   /** Write one byte: the low 8 bits of `value`, a safe integer (NaN, fractions, Infinity: InvalidArgument). */
   writeU8(addr: number, value: number): void {
     if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end && typeof value === "number" && ((value >>> 0) === value || (value | 0) === value)) {
       const pi = addr >>> this.#shift
-      if ((this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
+      if ((this.pflags[pi]! & WRITABLE) !== 0) {
         this.#u8[(this.pte[pi]! << this.#shift) | (addr & this.#mask)] = value
         return
       }
@@ -290,7 +299,7 @@ export class PagedSpace {
     // Fast path: an aligned address below 2^32 in a writable page, an int32/uint32 value.
     if (typeof addr === "number" && (addr >>> 0) === addr && (addr & 3) === 0 && addr <= this.#lastAligned && typeof value === "number" && ((value >>> 0) === value || (value | 0) === value)) {
       const pi = addr >>> this.#shift
-      if ((this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
+      if ((this.pflags[pi]! & WRITABLE) !== 0) {
         this.#u32[(this.pte[pi]! << this.#wshift) | ((addr & this.#mask) >>> 2)] = value
         return
       }
@@ -306,13 +315,13 @@ export class PagedSpace {
   addU32(addr: number, delta: number): number {
     if (typeof addr === "number" && (addr >>> 0) === addr && (addr & 3) === 0 && addr <= this.#lastAligned && typeof delta === "number" && ((delta >>> 0) === delta || (delta | 0) === delta)) {
       const pi = addr >>> this.#shift
-      if ((this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
+      if ((this.pflags[pi]! & WRITABLE) !== 0) {
         const i = (this.pte[pi]! << this.#wshift) | ((addr & this.#mask) >>> 2)
         const u32 = this.#u32
         return (u32[i] = (u32[i]! + delta) >>> 0)
       }
     }
-    return this.#updateSlow(addr, delta, null)
+    return this.#updateSlow(addr, delta, null) >>> 0
   }
 
   /**
@@ -327,13 +336,13 @@ export class PagedSpace {
     }
     if (typeof addr === "number" && (addr >>> 0) === addr && (addr & 3) === 0 && addr <= this.#lastAligned) {
       const pi = addr >>> this.#shift
-      if ((this.pflags[pi]! & PAGE_WRITABLE) !== 0) {
+      if ((this.pflags[pi]! & WRITABLE) !== 0) {
         const i = (this.pte[pi]! << this.#wshift) | ((addr & this.#mask) >>> 2)
         const next = this.#callUpdate(fn, this.#u32[i]!)
         return (this.#u32[i] = next)
       }
     }
-    return this.#updateSlow(addr, 0, fn)
+    return this.#updateSlow(addr, 0, fn) >>> 0
   }
 
   /** Run the caller's update with the engine marked busy (it cannot change the mapping); its result, checked. */
@@ -416,6 +425,20 @@ export class PagedSpace {
    * the host stop working) and bumps the epoch.
    */
   translate(addr: number, forWrite: boolean = false): number {
+    // Fast path (a host's TLB miss): a live, idle space (#end is 0 once disposed) and a page
+    // that needs no fault. Everything else, errors included, takes the checked path below.
+    if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end && this.pool.busy === 0) {
+      const pi = addr >>> this.#shift
+      if (forWrite === false) return this.pte[pi]! << this.#shift
+      if (forWrite === true && (this.pflags[pi]! & WRITABLE) !== 0 && !this.pool.shared) {
+        this.pool.lentForWrite = true
+        return this.pte[pi]! << this.#shift
+      }
+    }
+    return this.#translateChecked(addr, forWrite)
+  }
+
+  #translateChecked(addr: number, forWrite: boolean): number {
     if (!(typeof addr === "number" && (addr >>> 0) === addr && addr < this.size)) this.#badAddr(addr, 1)
     this.#live()
     if (typeof forWrite !== "boolean") throw new InvalidArgument(`forWrite must be a boolean, got ${typeof forWrite}`)
@@ -424,7 +447,7 @@ export class PagedSpace {
     if (this.#missing !== null && this.#missing.has(pi)) this.#fetch(pi)
     if (forWrite) {
       if (this.pool.shared) throw new Unsupported("translate(addr, true): write translations cannot be revoked over a shared frame store (sharedMemory); write through the word or bulk API")
-      if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
+      if ((this.pflags[pi]! & WRITABLE) === 0) this.#faultOne(pi)
       this.pool.lentForWrite = true
     }
     return this.pte[pi]! << this.#shift
@@ -945,7 +968,10 @@ export class PagedSpace {
       this.pte[pi] = nf
       const fl = this.pflags[pi]!
       // Private and writable, unless uffd-wp protects it (filling is not a write: no soft-dirty).
-      if ((fl & PAGE_UFFD_WP) === 0) this.pflags[pi] = fl | PAGE_WRITABLE
+      if ((fl & PAGE_UFFD_WP) === 0) {
+        this.pflags[pi] = fl | PAGE_WRITABLE
+        pool.madeWritable(nf)
+      }
       if (this.idle !== null) this.idle[pi] = 0
     }
     this.#forget(pi)

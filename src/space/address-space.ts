@@ -99,11 +99,19 @@ export interface AddressSpace {
    * as bytes, little-endian words and a DataView over one memory. Pair with {@link translate};
    * re-read it when {@link tlbEpoch} changes.
    *
+   * The epoch only changes while a call into this engine runs (on any of its spaces, `translate`
+   * included, or a background scanner's turn), so a host checks it after each such call and on
+   * entry to each block of its own code, not on every access:
+   *
    * ```ts
-   * let epoch = -1, page = -1, base = 0, words = space.memory.words
-   * function load(addr: number): number {            // aligned u32 load through the TLB
-   *   if (space.tlbEpoch !== epoch || addr >>> 12 !== page) {
-   *     base = space.translate(addr); page = addr >>> 12; epoch = space.tlbEpoch; words = space.memory.words
+   * let epoch = space.tlbEpoch, page = -1, base = 0, words = space.memory.words
+   * function enterBlock(): void {                      // after any other call into the engine
+   *   if (space.tlbEpoch !== epoch) { page = -1; epoch = space.tlbEpoch; words = space.memory.words }
+   * }
+   * function load(addr: number): number {              // aligned u32 load through the TLB
+   *   if (addr >>> 12 !== page) {
+   *     base = space.translate(addr); page = addr >>> 12 // a TLB of several entries flushes them
+   *     if (space.tlbEpoch !== epoch) { epoch = space.tlbEpoch; words = space.memory.words } // if this changed
    *   }
    *   return words[(base + (addr & 4095)) >>> 2]!
    * }
@@ -121,7 +129,8 @@ export interface AddressSpace {
   /**
    * Changes whenever a translation this space handed out may be stale: a copy-on-write or other
    * remap of one of its pages, merge, unmerge, discard, fork, compaction, dispose, or a move of
-   * the engine's store. Check it before using cached translations.
+   * the engine's store. It changes only during a call into the engine: check it after each call
+   * (and on entry to a block of host code) before using cached translations.
    */
   readonly tlbEpoch: number
 
