@@ -252,39 +252,71 @@ export class OffloadHasher {
 
   /** Hash queued jobs, at most `limit`; returns a {@link HasherState}. */
   run(limit = Number.POSITIVE_INFINITY): number {
-    const ctl = this.#ctl
-    const jobs = this.#jobs
-    const wpp = this.#wpp
     let done = 0
-    while (Atomics.load(ctl, STOP) === 0) {
-      const head = Atomics.load(ctl, HEAD)
-      if (this.#tail === head || done >= limit) {
-        Atomics.store(ctl, TAIL, this.#tail)
+    for (;;) {
+      const r = this.take()
+      if (r < 0) return -r - 1
+      if (r > 0) this.publish()
+      // Publish progress now and then, so the host sees room in the ring.
+      if ((++done & 255) === 0) Atomics.store(this.#ctl, TAIL, this.#tail)
+      if (done >= limit) {
+        Atomics.store(this.#ctl, TAIL, this.#tail)
         return HasherState.Idle
       }
-      const j = (this.#tail % this.#cap) * JOB
-      const f = jobs[j]!
-      const gen = jobs[j + 1]!
-      const version = jobs[j + 2]!
-      if (version > this.#version) {
-        Atomics.store(ctl, TAIL, this.#tail)
-        this.wantVersion = version
-        return HasherState.NeedChannel
-      }
-      // Older jobs were queued against replaced buffers: their digests would land where nobody reads.
-      if (version === this.#version && (f + 1) * wpp <= this.#words.length && f < this.#gen.length) {
-        const words = this.#words
-        this.#sum[f] = this.#full(words, f * wpp, wpp)
-        this.#key[f] = this.#sampled(words, f * wpp, wpp)
-        Atomics.store(this.#gen, f, gen)
-        this.hashed++
-      }
-      this.#tail++
-      done++
-      // Publish progress now and then, so the host sees room in the ring.
-      if ((done & 255) === 0) Atomics.store(ctl, TAIL, this.#tail)
     }
-    Atomics.store(ctl, TAIL, this.#tail)
-    return HasherState.Stopped
+  }
+
+  // The two halves of one job, apart so a test can run host operations between them (the
+  // thread reads a frame, the host writes it, the thread publishes what it read).
+  #f = -1
+  #jobGen = 0
+  #jobSum = 0
+  #jobKey = 0
+
+  /**
+   * Take the next job and hash its frame (nothing published yet). Returns 1 when a digest is
+   * ready to {@link publish}, 0 when the job was dropped (queued against replaced buffers), or
+   * `-(state + 1)` for a {@link HasherState} (Idle, NeedChannel, Stopped). For tests of the
+   * protocol; {@link run} is the loop.
+   */
+  take(): number {
+    const ctl = this.#ctl
+    if (Atomics.load(ctl, STOP) !== 0) {
+      Atomics.store(ctl, TAIL, this.#tail)
+      return -HasherState.Stopped - 1
+    }
+    if (this.#tail === Atomics.load(ctl, HEAD)) {
+      Atomics.store(ctl, TAIL, this.#tail)
+      return -HasherState.Idle - 1
+    }
+    const j = (this.#tail % this.#cap) * JOB
+    const jobs = this.#jobs
+    const f = jobs[j]!
+    const version = jobs[j + 2]!
+    if (version > this.#version) {
+      Atomics.store(ctl, TAIL, this.#tail)
+      this.wantVersion = version
+      return -HasherState.NeedChannel - 1
+    }
+    this.#tail++
+    const wpp = this.#wpp
+    // Older jobs were queued against replaced buffers: their digests would land where nobody reads.
+    if (version !== this.#version || (f + 1) * wpp > this.#words.length || f >= this.#gen.length) return 0
+    this.#f = f
+    this.#jobGen = jobs[j + 1]!
+    this.#jobSum = this.#full(this.#words, f * wpp, wpp)
+    this.#jobKey = this.#sampled(this.#words, f * wpp, wpp)
+    return 1
+  }
+
+  /** Publish the digest {@link take} computed: the sums first, then the gen (the release). */
+  publish(): void {
+    const f = this.#f
+    if (f < 0) return
+    this.#f = -1
+    this.#sum[f] = this.#jobSum
+    this.#key[f] = this.#jobKey
+    Atomics.store(this.#gen, f, this.#jobGen)
+    this.hashed++
   }
 }

@@ -198,8 +198,10 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
   /** offload: the ring's tail when the thread was judged stuck (-1: not stuck). */
   #stuckAt = -1
   protected rWaited = false
-  /** offload: digests the host computed itself because the thread was stuck or the ring full. */
+  /** offload: pages this thread hashed itself because the hashing thread was stuck or the ring full. */
   hostHashes = 0
+  /** offload: times the hashing thread was judged stuck (no digest for {@link OFFLOAD_STUCK_MILLIS}). */
+  stuckEvents = 0
 
   /**
    * This pass's index of candidates that found no partner yet (ksmd's unstable tree, or the
@@ -279,7 +281,9 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
   /** offload: the hashing thread was judged stuck and has made no progress since (this thread hashes). */
   protected get offloadStuck(): boolean {
     if (this.#stuckAt < 0) return false
-    if (this.offload!.done === this.#stuckAt) return true
+    const off = this.offload!
+    // Still stuck: no job done since, and some left (an idle thread with nothing queued is not stuck).
+    if (off.done === this.#stuckAt && off.backlog > 0) return true
     this.#stuckAt = -1
     return false
   }
@@ -321,6 +325,7 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
     else if (now - this.#waitSince > OFFLOAD_STUCK_MILLIS) {
       this.#waitSince = -1
       this.#stuckAt = off.done
+      this.stuckEvents++
       this.hostHashes++
       return false
     }

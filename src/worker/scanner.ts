@@ -95,7 +95,10 @@ export async function startWorkerScanner(engine: Engine, options: WorkerScannerO
   } catch (err) {
     return fallBack(`no worker thread could be started (${err instanceof Error ? err.message : String(err)})`)
   }
-  return new ThreadedScanner(inner, thread, null)
+  const scanner = new ThreadedScanner(inner, thread, null)
+  // Batches before the thread runs would find no digests and wait, then hash here: wait for it.
+  await scanner.ready
+  return scanner
 }
 
 class ThreadedScanner implements WorkerScanner {
@@ -105,20 +108,32 @@ class ThreadedScanner implements WorkerScanner {
   threadError: unknown = undefined
   #closed: Promise<void> | null = null
   #gone = false
+  /** Resolves when the thread reports its loop running (or died, or was closed). */
+  readonly ready: Promise<void>
+  #readyNow: () => void = () => {}
 
   constructor(inner: Scanner, thread: HashThread | null, fallback: string | null) {
     this.#inner = inner
     this.#thread = thread
     this.fallback = fallback
-    if (thread === null) return
+    this.ready = new Promise((resolve) => (this.#readyNow = resolve))
+    if (thread === null) {
+      this.#readyNow()
+      return
+    }
     thread.onError((e) => {
       this.threadError = e
       this.#gone = true
+      this.#readyNow()
     })
     thread.onMessage((m) => {
       const msg = m as { type?: unknown }
       if (msg.type === "need") this.#sendChannel()
-      else if (msg.type === "stopped") this.#gone = true
+      else if (msg.type === "ready") this.#readyNow()
+      else if (msg.type === "stopped") {
+        this.#gone = true
+        this.#readyNow()
+      }
     })
     this.#sendChannel()
   }
@@ -169,6 +184,7 @@ class ThreadedScanner implements WorkerScanner {
         await this.#inner.stop()
       } finally {
         this.#gone = true
+        this.#readyNow()
         await this.#thread?.terminate()
       }
     })()

@@ -29,9 +29,7 @@ export async function spawnHashThread(url: URL = scriptUrl()): Promise<HashThrea
   // A specifier in a variable: the library builds without Node's types, and browsers never get here.
   const nodeWorkers = "node:worker_threads"
   const { Worker } = (await import(nodeWorkers)) as { Worker: new (u: URL, o: { execArgv: string[] }) => NodeWorker }
-  // Sources run through tsx: the thread needs its loader to import .ts modules.
-  const execArgv = url.pathname.endsWith(".ts") ? ["--import", "tsx"] : []
-  const w = new Worker(url, { execArgv })
+  const w = new Worker(url.pathname.endsWith(".ts") ? await tsxBootstrap(url) : url, { execArgv: [] })
   // The thread must never keep a host process alive that has nothing else to do.
   w.unref()
   return {
@@ -49,6 +47,24 @@ export async function spawnHashThread(url: URL = scriptUrl()): Promise<HashThrea
       await w.terminate()
     },
   }
+}
+
+/**
+ * Development only (the sources run through tsx): a module that registers tsx's loader in the
+ * thread, then imports the thread's .ts script. (`--import tsx` in the worker's execArgv races
+ * the entry point on Node 20: the loader is not in place when the script loads.)
+ */
+async function tsxBootstrap(url: URL): Promise<URL> {
+  let api: string
+  try {
+    api = (import.meta as unknown as { resolve(s: string): string }).resolve("tsx/esm/api")
+  } catch {
+    const nodeModule = "node:module"
+    const { createRequire } = (await import(nodeModule)) as { createRequire(u: string): { resolve(s: string): string } }
+    api = `file://${createRequire(import.meta.url).resolve("tsx/esm/api")}`
+  }
+  const code = `import { register } from ${JSON.stringify(api)}; register(); await import(${JSON.stringify(url.href)})`
+  return new URL(`data:text/javascript,${encodeURIComponent(code)}`)
 }
 
 interface NodeWorker {

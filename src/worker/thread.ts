@@ -4,7 +4,7 @@
  * spawn.ts; never imported by the host's code.
  *
  * Messages in: { type: "channel", channel } (the first starts the loop; later ones bring newer
- * buffers). Out: { type: "need", version } (a job needs newer buffers), { type: "stopped",
+ * buffers). Out: { type: "ready" } (the loop runs), { type: "need", version } (a job needs newer buffers), { type: "stopped",
  * hashed } (the ring's stop flag was set; the thread then closes itself).
  */
 import { HasherState, type OffloadChannel, OffloadHasher } from "../index.ts"
@@ -46,6 +46,7 @@ port.onMessage((m) => {
   if (msg.type !== "channel" || msg.channel === undefined) return
   if (hasher === null) {
     hasher = new OffloadHasher(msg.channel)
+    port.post({ type: "ready" })
     void loop(hasher)
   } else hasher.update(msg.channel)
   channelArrived?.()
