@@ -25,13 +25,13 @@ function scriptUrl(): URL {
  */
 export async function spawnHashThread(url: URL = scriptUrl()): Promise<HashThread> {
   const g = globalThis as unknown as { Worker?: new (u: URL, o: { type: string }) => BrowserWorker; process?: { versions?: { node?: string } } }
-  if (g.process?.versions?.node === undefined && typeof g.Worker === "function") return browserThread(new g.Worker(url, { type: "module" }))
+  if (g.process?.versions?.node === undefined && typeof g.Worker === "function") return browserThread(new g.Worker(url, { type: "module" }), url)
   // A specifier in a variable: the library builds without Node's types, and browsers never get here.
   const nodeWorkers = "node:worker_threads"
-  const { Worker } = (await import(nodeWorkers)) as { Worker: new (u: URL, o: { execArgv: string[] }) => NodeWorker }
-  // Sources run through tsx: the thread needs its loader to import .ts modules.
-  const execArgv = url.pathname.endsWith(".ts") ? ["--import", "tsx"] : []
-  const w = new Worker(url, { execArgv })
+  const { Worker } = (await import(nodeWorkers)) as { Worker: new (u: URL | string, o?: { eval: boolean }) => NodeWorker }
+  // Sources run through tsx: the thread registers tsx's loader, then imports its .ts module
+  // (`execArgv: ["--import", "tsx"]` does not reach a worker's own entry module on Node 20).
+  const w = url.pathname.endsWith(".ts") ? new Worker(`import("tsx/esm/api").then((tsx) => { tsx.register(); return import(${JSON.stringify(url.href)}) })`, { eval: true }) : new Worker(url)
   // The thread must never keep a host process alive that has nothing else to do.
   w.unref()
   return {
@@ -60,15 +60,19 @@ interface NodeWorker {
 
 interface BrowserWorker {
   postMessage(m: unknown): void
-  addEventListener(type: string, cb: (e: { data?: unknown; message?: unknown }) => void): void
+  addEventListener(type: string, cb: (e: { data?: unknown; message?: unknown; error?: unknown }) => void): void
   terminate(): void
 }
 
-function browserThread(w: BrowserWorker): HashThread {
+function browserThread(w: BrowserWorker, url: URL): HashThread {
+  // An error thrown in the thread comes as an ErrorEvent; a script that failed to load (404, not
+  // JavaScript, blocked by COEP) as a bare Event, with nothing to tell: name the script then.
+  const error = (e: { message?: unknown; error?: unknown }): unknown =>
+    e.error instanceof Error ? e.error : new Error(typeof e.message === "string" && e.message !== "" ? e.message : `the hashing thread's script did not load (${url.href})`)
   return {
     post: (m) => w.postMessage(m),
     onMessage: (cb) => w.addEventListener("message", (e) => cb(e.data)),
-    onError: (cb) => w.addEventListener("error", (e) => cb(e.message ?? e)),
+    onError: (cb) => w.addEventListener("error", (e) => cb(error(e))),
     terminate: async () => w.terminate(),
   }
 }
