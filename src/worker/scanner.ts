@@ -96,8 +96,15 @@ export async function startWorkerScanner(engine: Engine, options: WorkerScannerO
     return fallBack(`no worker thread could be started (${err instanceof Error ? err.message : String(err)})`)
   }
   const scanner = new ThreadedScanner(inner, thread, null)
-  // Batches before the thread runs would find no digests and wait, then hash here: wait for it.
-  await scanner.ready
+  // Batches before the thread runs would find no digests and wait, then hash here: wait for it
+  // (with the thread keeping the process alive meanwhile, or a host with nothing else to do
+  // would exit before the thread answers).
+  thread.keepAlive(true)
+  try {
+    await scanner.ready
+  } finally {
+    thread.keepAlive(false)
+  }
   return scanner
 }
 

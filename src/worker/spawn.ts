@@ -11,6 +11,8 @@ export interface HashThread {
   onError(cb: (error: unknown) => void): void
   /** Stop the thread now; resolves once it is gone. */
   terminate(): Promise<void>
+  /** Node: whether the thread keeps the process alive (only while the host waits for it to start). No-op in browsers. */
+  keepAlive(on: boolean): void
 }
 
 /** The thread's script, beside this module, with this module's extension (.js built, .ts in development). */
@@ -25,23 +27,29 @@ function scriptUrl(): URL {
  */
 export async function spawnHashThread(url: URL = scriptUrl()): Promise<HashThread> {
   const g = globalThis as unknown as { Worker?: new (u: URL, o: { type: string }) => BrowserWorker; process?: { versions?: { node?: string } } }
-  if (g.process?.versions?.node === undefined && typeof g.Worker === "function") return browserThread(new g.Worker(url, { type: "module" }))
+  if (g.process?.versions?.node === undefined && typeof g.Worker === "function") return browserThread(new g.Worker(url, { type: "module" }), url)
   // A specifier in a variable: the library builds without Node's types, and browsers never get here.
   const nodeWorkers = "node:worker_threads"
   const { Worker } = (await import(nodeWorkers)) as { Worker: new (u: URL, o: { execArgv: string[] }) => NodeWorker }
   const w = new Worker(url.pathname.endsWith(".ts") ? await tsxBootstrap(url) : url, { execArgv: [] })
   // The thread must never keep a host process alive that has nothing else to do.
-  w.unref()
+  let alive = false
+  const settle = (): void => (alive ? w.ref() : w.unref())
+  settle()
   return {
     post: (m) => w.postMessage(m),
-    // A listener refs the worker's port again: unref after each one.
+    // A listener refs the worker's port again: settle after each one.
     onMessage: (cb) => {
       w.on("message", cb)
-      w.unref()
+      settle()
     },
     onError: (cb) => {
       w.on("error", cb)
-      w.unref()
+      settle()
+    },
+    keepAlive: (on) => {
+      alive = on
+      settle()
     },
     terminate: async () => {
       await w.terminate()
@@ -71,20 +79,26 @@ interface NodeWorker {
   postMessage(m: unknown): void
   on(type: string, cb: (v: unknown) => void): void
   unref(): void
+  ref(): void
   terminate(): Promise<number>
 }
 
 interface BrowserWorker {
   postMessage(m: unknown): void
-  addEventListener(type: string, cb: (e: { data?: unknown; message?: unknown }) => void): void
+  addEventListener(type: string, cb: (e: { data?: unknown; message?: unknown; error?: unknown }) => void): void
   terminate(): void
 }
 
-function browserThread(w: BrowserWorker): HashThread {
+function browserThread(w: BrowserWorker, url: URL): HashThread {
+  // An error thrown in the thread comes as an ErrorEvent; a script that failed to load (404, not
+  // JavaScript, blocked by COEP) as a bare Event, with nothing to tell: name the script then.
+  const error = (e: { message?: unknown; error?: unknown }): unknown =>
+    e.error instanceof Error ? e.error : new Error(typeof e.message === "string" && e.message !== "" ? e.message : `the hashing thread's script did not load (${url.href})`)
   return {
     post: (m) => w.postMessage(m),
     onMessage: (cb) => w.addEventListener("message", (e) => cb(e.data)),
-    onError: (cb) => w.addEventListener("error", (e) => cb(e.message ?? e)),
+    onError: (cb) => w.addEventListener("error", (e) => cb(error(e))),
     terminate: async () => w.terminate(),
+    keepAlive: () => {},
   }
 }
