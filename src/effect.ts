@@ -18,7 +18,9 @@
  * KSMD_PAGES_TO_SCAN, KSMD_SLEEP_MILLIS, KSMD_SMART_SCAN, KSMD_ADVISOR_MODE,
  * KSMD_ADVISOR_MAX_CPU, KSMD_ADVISOR_MIN_PAGES_TO_SCAN, KSMD_ADVISOR_MAX_PAGES_TO_SCAN,
  * KSMD_ADVISOR_TARGET_SCAN_TIME, KSMD_STABLE_PASSES, KSMD_RANGE_PAGES, KSMD_THRASH_UNSHARES,
- * KSMD_MAX_BACKOFF_PASSES. Every key is optional (kernel defaults); invalid values, and
+ * KSMD_MAX_BACKOFF_PASSES, KSMD_MODE ("in-thread" or "worker": hashing on a worker thread, see
+ * sksm/worker; the engine must then have sharedMemory, else the layer logs why and scans in
+ * thread). Every key is optional (kernel defaults); invalid values, and
  * combinations the kernel rejects (pagesToScan with the advisor on, tracked-only keys with
  * policy "ksm"), fail the layer with a ConfigError.
  */
@@ -33,6 +35,7 @@ import * as Schema from "effect/Schema"
 import { Engine, type EngineOptions, type EngineStats, type Scanner, type ScannerOptions, type ScannerTunables, type ScanReport, SksmError } from "./index.ts"
 import type { OptionSpec } from "./policy/options.ts"
 import { DEFAULT_TUNABLES, POLICIES, POLICY_NAMES, type ScanPolicyName, validateScannerOptions } from "./policy/registry.ts"
+import { startWorkerScanner } from "./worker/index.ts"
 
 // ---------------------------------------------------------------- errors at the boundary
 
@@ -75,6 +78,8 @@ for (const name of POLICY_NAMES) for (const [key, spec] of Object.entries(POLICI
  */
 export const KsmdConfig = Schema.Struct({
   run: withDefault(Schema.Boolean, true),
+  /** "worker": hash on a worker thread (sksm/worker; needs an engine with sharedMemory, else it falls back, logged). */
+  mode: withDefault(Schema.Literals(["in-thread", "worker"]), "in-thread"),
   policy: withDefault(Schema.Literals(POLICY_NAMES as readonly [ScanPolicyName, ...ScanPolicyName[]]), POLICY_NAMES[0]!),
   pagesToScan: Schema.optionalKey(UInt),
   sleepMillis: withDefault(UInt, DEFAULT_TUNABLES.sleepMillis),
@@ -113,7 +118,7 @@ export function ksmdConfig(path: string | readonly string[] = "ksmd"): Config.Co
 }
 
 function toOptions(c: KsmdConfig): ScannerOptions {
-  const { run: _run, ...rest } = c
+  const { run: _run, mode: _mode, ...rest } = c
   return rest as ScannerOptions
 }
 
@@ -135,6 +140,10 @@ export class SksmEngine extends Context.Service<SksmEngine, Engine>()("sksm/Engi
 export interface KsmdService {
   /** The plain scanner underneath (for reads; its start/stop are the plain loop, not this fiber). */
   readonly scanner: Scanner
+  /** Where hashing runs: "worker" (a worker thread) or "in-thread" (configured so, or the worker mode fell back). */
+  readonly mode: "worker" | "in-thread"
+  /** Why the configured worker mode fell back to in-thread, or null. */
+  readonly fallback: string | null
   /** The decoded configuration the layer was built from. */
   readonly config: KsmdConfig
   /** One batch now (ksmd.tick()). */
@@ -160,7 +169,9 @@ export interface KsmdService {
  * it creates the engine's scanner (`engine.scanner(config)`, so it replaces any earlier
  * scanner of that engine) and, with `run` (the default), forks the loop in the layer's scope:
  * `tick` repeated with `Schedule.spaced(sleepMillis)`. Closing the scope interrupts the loop;
- * the scanner itself stays attached to the engine, idle. A failed batch ends the loop and is
+ * the scanner itself stays attached to the engine, idle. With `mode: "worker"` the hashing thread
+ * is started with the layer and stopped when its scope closes; where it cannot run, the layer
+ * logs the reason (a warning) and scans on this thread. A failed batch ends the loop and is
  * logged (the error is a KsmdScanError).
  */
 export class Ksmd extends Context.Service<Ksmd, KsmdService>()("sksm/Ksmd") {
@@ -177,7 +188,15 @@ function makeKsmd(source: Config.Config<KsmdConfig>) {
   return Effect.gen(function*() {
     const config = yield* source
     const engine = yield* SksmEngine
-    const scanner = engine.scanner(toOptions(config))
+    let fallback: string | null = null
+    const scanner: Scanner =
+      config.mode === "worker"
+        ? yield* Effect.acquireRelease(
+          Effect.promise(() => startWorkerScanner(engine, { ...toOptions(config), onFallback: (r) => void (fallback = r) })),
+          (s) => Effect.promise(() => s.close()),
+        )
+        : engine.scanner(toOptions(config))
+    if (fallback !== null) yield* Effect.logWarning(`ksmd: worker mode unavailable, scanning on this thread: ${fallback}`)
     const scope = yield* Effect.scope
     let batches = 0
     let fiber: Fiber.Fiber<unknown, unknown> | null = null
@@ -230,6 +249,8 @@ function makeKsmd(source: Config.Config<KsmdConfig>) {
 
     return Ksmd.of({
       scanner,
+      mode: config.mode === "worker" && fallback === null ? "worker" : "in-thread",
+      fallback,
       config,
       tick,
       set,

@@ -5,9 +5,10 @@
 import { readFileSync } from "node:fs"
 import { dirname, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
-import { ConfigProvider, Effect, Exit, Layer } from "effect"
+import { ConfigProvider, Effect, Exit, Layer, Logger } from "effect"
 import { describe, expect, it } from "vitest"
 import { Ksmd, KsmdInvalidTunable, KsmdScanError, SksmEngine } from "../src/effect.ts"
+import { _internals } from "../src/engine/engine.ts"
 import { Engine } from "./helpers/internals.ts"
 
 const PS = 4096
@@ -68,6 +69,44 @@ describe("Ksmd service", () => {
     )
     expect(result.stats.pagesSharing).toBe(15)
     expect(result.batches).toBeGreaterThanOrEqual(2) // 16 pages < pagesToScan: one batch per pass, two passes to merge
+  })
+
+  it('mode "worker": hashing on a worker thread, merged, the thread stopped with the scope (KSMD_MODE)', async () => {
+    const engine = new Engine({ sharedMemory: true })
+    const a = engine.createSpace({ size: 16 * PS })
+    a.fill(0, a.size, 0x2a)
+    a.advise(0, a.size, "mergeable")
+    const provider = ConfigProvider.fromEnv({ env: { KSMD_MODE: "worker", KSMD_SLEEP_MILLIS: "1" } }).pipe(ConfigProvider.constantCase)
+    let scanner: { running: boolean; close(): Promise<void> } | null = null
+    const out = await Effect.runPromise(
+      Effect.gen(function*() {
+        const ksmd = yield* Ksmd
+        scanner = ksmd.scanner as unknown as { running: boolean; close(): Promise<void> }
+        yield* waitFor(() => engine.stats().pagesSharing === 15)
+        return { mode: ksmd.mode, fallback: ksmd.fallback, sharing: engine.stats().pagesSharing }
+      }).pipe(Effect.provide(layerFor(engine, provider))),
+    )
+    expect(out).toEqual({ mode: "worker", fallback: null, sharing: 15 })
+    // The scope closed: the loop stopped and the thread was closed (close() is idempotent and already settled).
+    expect(scanner!.running).toBe(false)
+    await scanner!.close()
+    expect(_internals(engine).scanner()!.hostHashes).toBe(0)
+  })
+
+  it('mode "worker" on an engine without sharedMemory: logs why and scans in thread', async () => {
+    const engine = engineWithDuplicates()
+    const logs: string[] = []
+    const logger = Logger.make(({ message }) => void logs.push(String(message)))
+    const out = await Effect.runPromise(
+      Effect.gen(function*() {
+        const ksmd = yield* Ksmd
+        yield* waitFor(() => engine.stats().pagesSharing === 15)
+        return { mode: ksmd.mode, fallback: ksmd.fallback }
+      }).pipe(Effect.provide(layerFor(engine, ConfigProvider.fromUnknown({ ksmd: { mode: "worker", sleepMillis: 1 } }))), Effect.provide(Logger.layer([logger]))),
+    )
+    expect(out.mode).toBe("in-thread")
+    expect(out.fallback).toMatch(/sharedMemory/)
+    expect(logs.some((l) => l.includes("worker mode unavailable") && l.includes("sharedMemory"))).toBe(true)
   })
 
   it("the loop is interrupted when the layer's scope closes", async () => {

@@ -278,6 +278,19 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
    */
   protected prefetch(_window: number): void {}
 
+  /**
+   * offload: queue page `pi` of `space` for hashing if it is a page a policy hashes (present,
+   * unmerged, unpinned, not a table frame, not in a secure space) and its digest is neither
+   * valid nor on its way, and the thread is not stuck. For policies that know a page's turn
+   * ahead of time (tracked: one pass before it becomes a candidate).
+   */
+  protected prequeue(space: PagedSpace, pi: number): void {
+    const f = space.pte[pi]!
+    if (f === ZERO_FRAME || (space.pflags[pi]! & (PAGE_MERGED | PAGE_PINNED)) !== 0 || (this.pool.flags[f]! & FRAME_KSM) !== 0 || space.secure) return
+    if (this.core.digested(f) || this.offload!.queuedNow(f) || this.offloadStuck) return
+    this.queueDigest(space, pi, f)
+  }
+
   /** offload: the hashing thread was judged stuck and has made no progress since (this thread hashes). */
   protected get offloadStuck(): boolean {
     if (this.#stuckAt < 0) return false

@@ -217,6 +217,7 @@ export class TrackedScanner extends ScannerBase<TrackedSlot, typeof TRACKED_OPTI
     // 3-4. Update quiet counts; candidates merge when a partner exists.
     const quiet = slot.quiet!
     const stable = this.o.stablePasses
+    const offload = this.offload !== null && !space.secure
     // Pages this policy merged before this pass that are still merged: a pass is "clean" only if some were at risk.
     let survivors = 0
     for (let pi = p0; pi < p1; pi++) {
@@ -224,6 +225,8 @@ export class TrackedScanner extends ScannerBase<TrackedSlot, typeof TRACKED_OPTI
       if ((s & ITEM) === 0) continue
       if ((s & FRESH) !== 0) {
         st[pi] = s & ~(FRESH | WRITTEN_NOW)
+        // offload: a candidate at its next visit; its digest is prepared meanwhile.
+        if (offload && stable <= 1) this.prequeue(space, pi)
         continue
       }
       const written = (s & WRITTEN_NOW) !== 0
@@ -256,7 +259,11 @@ export class TrackedScanner extends ScannerBase<TrackedSlot, typeof TRACKED_OPTI
       }
       const q = quiet[pi]!
       if (q !== 255) quiet[pi] = q + 1
-      if (inCore || q + 1 < stable) continue
+      if (inCore) continue
+      if (q + 1 < stable) {
+        if (offload && q + 2 >= stable) this.prequeue(space, pi)
+        continue
+      }
       const f = pte[pi]!
       if (f === ZERO_FRAME || (b & PAGE_PINNED) !== 0) continue
       this.#candidate(slot, pi, f)
