@@ -232,7 +232,7 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
     this.#clock = clock
     this.#wall = wall as () => unknown
     this.#cpu = cpu as () => unknown
-    // Last: it enables the pool's digests, which only detach() turns off again.
+    // Last: it enables the pool's digests (the engine turns them off when a scanner without offload replaces this one).
     this.offload = params.offload ? new HashOffload(this.pool, this.core.hashMaterial) : null
   }
 
