@@ -28,10 +28,11 @@ export async function spawnHashThread(url: URL = scriptUrl()): Promise<HashThrea
   if (g.process?.versions?.node === undefined && typeof g.Worker === "function") return browserThread(new g.Worker(url, { type: "module" }))
   // A specifier in a variable: the library builds without Node's types, and browsers never get here.
   const nodeWorkers = "node:worker_threads"
-  const { Worker } = (await import(nodeWorkers)) as { Worker: new (u: URL, o: { execArgv: string[] }) => NodeWorker }
-  // Sources run through tsx: the thread needs its loader to import .ts modules.
-  const execArgv = url.pathname.endsWith(".ts") ? ["--import", "tsx"] : []
-  const w = new Worker(url, { execArgv })
+  const { Worker } = (await import(nodeWorkers)) as { Worker: new (u: URL | string, o: { execArgv?: string[]; eval?: boolean }) => NodeWorker }
+  // Sources run through tsx (development, tests): the thread must load .ts modules. A worker's own
+  // `--import tsx` does not reach its entry module on Node 20 (ERR_UNKNOWN_FILE_EXTENSION), so the
+  // thread starts as a one-line script that imports thread.ts through tsx's tsImport.
+  const w = url.pathname.endsWith(".ts") ? new Worker(tsxEntry(url), { eval: true }) : new Worker(url, { execArgv: [] })
   // The thread must never keep a host process alive that has nothing else to do.
   w.unref()
   return {
@@ -49,6 +50,16 @@ export async function spawnHashThread(url: URL = scriptUrl()): Promise<HashThrea
       await w.terminate()
     },
   }
+}
+
+/**
+ * The script of a thread whose entry is a .ts module: import it through tsx's tsImport. tsx is
+ * resolved here, from this module (an eval'd script would resolve it from the working directory).
+ */
+function tsxEntry(url: URL): string {
+  const resolve = (import.meta as { resolve?: (s: string) => string }).resolve
+  const api = typeof resolve === "function" ? resolve("tsx/esm/api") : "tsx/esm/api"
+  return `import(${JSON.stringify(api)}).then((tsx) => tsx.tsImport(${JSON.stringify(url.href)}, ${JSON.stringify(url.href)}))`
 }
 
 interface NodeWorker {
