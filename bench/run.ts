@@ -28,9 +28,10 @@ import { snapshotStores } from "./snapshot-stores.ts"
 import { scanner } from "./scanner.ts"
 import { security } from "./security.ts"
 import { wordAccess } from "./word-access.ts"
+import { workerScanner } from "./worker-scanner.ts"
 
 /** Every bench, in the order a full run takes them. */
-export const BENCHES: readonly BenchModule[] = [wordAccess, memoryReturnBench, merge, kernelKsm, scanner, security, realMemory, snapshotBench, snapshotStores, snapshotFleet]
+export const BENCHES: readonly BenchModule[] = [wordAccess, memoryReturnBench, merge, kernelKsm, scanner, security, realMemory, workerScanner, snapshotBench, snapshotStores, snapshotFleet]
 
 /** Options of {@link runBenches}. */
 export interface RunOptions {
