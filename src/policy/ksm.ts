@@ -148,6 +148,10 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
       // here, before its item changes, so the next batch takes it up exactly as this one would.
       if (offload && (fflags[f]! & FRAME_KSM) === 0 && (b & PAGE_PINNED) === 0 && !(smart && meta !== null && meta[m + 1]! >= 3 && meta[m + 2]! !== 0) && this.awaitDigest(space, pi, f)) {
         this.pos = pi
+        // A miss means what the prefetch covered went stale (writes, compaction moved frames):
+        // queue the window ahead of this page again, so the thread gets it in one go.
+        this.#pfSlot = null
+        this.prefetch(Math.max(2 * this.t.pagesToScan, 256))
         return 0
       }
       if (meta === null) {
@@ -190,30 +194,63 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
     return budget
   }
 
+  // offload: where the last prefetch stopped (slot, page, pass), so a batch walks only new pages.
+  #pfSlot: KsmSlot | null = null
+  #pfPos = 0
+  #pfPass = 0
+
   /**
-   * offload: queue the pages the walk will hash next, from the cursor on (wrapping into the next
-   * pass), up to `window` pages walked or the ring's room.
+   * offload: queue the pages the walk will hash next, up to `window` pages ahead of the cursor
+   * (wrapping into the next pass), continuing where the last prefetch stopped; bounded by the
+   * ring's room.
    */
   protected override prefetch(window: number): void {
     const slots = this.slots
     if (slots.length === 0) return
-    const pool = this.pool
-    const fflags = pool.flags
+    // Ordinals in page units from the start of the current pass: where the scan is, where the prefetch is.
+    let total = 0
+    let scanOrd = 0
+    let pfOrd = -1
+    let pfSi = -1
+    const scanSi = this.atHead ? 0 : this.cur
+    for (let i = 0; i < slots.length; i++) {
+      if (i === scanSi) scanOrd = total + (this.atHead ? 0 : this.pos)
+      if (slots[i] === this.#pfSlot) {
+        pfSi = i
+        pfOrd = total + this.#pfPos
+      }
+      total += slots[i]!.space.pages
+    }
+    let si: number
+    let pi: number
+    let pass: number
+    if (pfSi >= 0 && this.#pfPass === this.seqnr + 1) pfOrd += total
+    if (pfSi < 0 || this.#pfPass < this.seqnr || this.#pfPass > this.seqnr + 1 || pfOrd < scanOrd) {
+      si = scanSi
+      pi = this.atHead ? 0 : this.pos
+      pass = this.seqnr
+      pfOrd = scanOrd
+    } else {
+      si = pfSi
+      pi = this.#pfPos
+      pass = this.#pfPass
+    }
+    let left = window - (pfOrd - scanOrd)
+    const fflags = this.pool.flags
     const core = this.core
     const off = this.offload!
-    let si = this.atHead ? 0 : this.cur
-    let pi = this.atHead ? 0 : this.pos
-    let left = window
     let room = off.room()
-    for (let wrapped = 0; left > 0 && room > 0 && wrapped < 2; ) {
+    while (left > 0 && room > 0) {
       if (si >= slots.length) {
+        if (pass > this.seqnr) break
         si = 0
         pi = 0
-        wrapped++
+        pass++
         continue
       }
       const space = slots[si]!.space
-      if (space.disposed || space.secure) {
+      if (space.disposed || space.secure || pi >= space.pages) {
+        left -= Math.max(0, space.pages - pi)
         si++
         pi = 0
         continue
@@ -222,7 +259,7 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
       const fl = space.pflags
       const any = space.mergeAny
       const end = Math.min(space.pages, pi + left)
-      left -= end - pi
+      const from = pi
       for (; pi < end; pi++) {
         const f = pte[pi]!
         const b = fl[pi]!
@@ -230,10 +267,16 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
         if (core.digested(f) || off.queuedNow(f)) continue
         if (!this.queueDigest(space, pi, f) || --room === 0) break
       }
-      if (pi >= space.pages) {
-        si++
-        pi = 0
-      }
+      left -= pi - from
+    }
+    this.#pfSlot = si < slots.length ? slots[si]! : null
+    this.#pfPos = pi
+    this.#pfPass = pass
+    // Past the last slot: the next prefetch starts the next pass from its first slot.
+    if (si >= slots.length && pass === this.seqnr) {
+      this.#pfSlot = slots[0]!
+      this.#pfPos = 0
+      this.#pfPass = pass + 1
     }
   }
 
