@@ -51,6 +51,17 @@ describe.concurrent("examples run and print what they promise", () => {
     expect(r.stdout).toMatch(/^OK: /m)
   })
 
+  it("worker-scanner: in-thread and worker scanning merge the same pages, the host loop keeps running", async () => {
+    const r = await example("worker-scanner", { GUESTS: "4", GUEST_MIB: "8" })
+    expect(errors(r.stderr)).toEqual([])
+    expect(r.code).toBe(0)
+    const rows = [...r.stdout.matchAll(/^(in-thread|worker)\s*: (\d+) pages merged away, converged in [\d.]+ s; host loop p50 \d+ µs, p99 \d+ µs, max \d+ µs over (\d+) iterations/gm)]
+    expect(rows.map((m) => m[1])).toEqual(["in-thread", "worker"])
+    // 4 guests x 2048 pages, the 1024 image pages of each merge into one copy: 3 x 1024 away.
+    for (const m of rows) expect(num(m[2])).toBe(3072)
+    expect(r.stdout).toMatch(/^OK: both modes merged the same 3072 pages/m)
+  })
+
   it("emulator-fleet: the background scanner merges the guests over time", async () => {
     const r = await example("emulator-fleet", { EMULATOR_SECONDS: "3", EMULATOR_PAGES_TO_SCAN: "3000" })
     expect(errors(r.stderr)).toEqual([])
