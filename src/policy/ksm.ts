@@ -30,7 +30,7 @@ import { FRAME_KSM, ZERO_FRAME } from "../memory/frames.ts"
 import { PAGE_MERGEABLE, PAGE_MERGED, PAGE_PINNED } from "../memory/flags.ts"
 import type { PagedSpace } from "../memory/space.ts"
 import type { OptionSpecs } from "./options.ts"
-import { type PolicyParams, type ScanHost, ScannerBase, Slot } from "./scanner.ts"
+import { Await, type PolicyParams, type ScanHost, ScannerBase, Slot } from "./scanner.ts"
 
 /** meta state bit: an rmap item exists for the page. */
 const ITEM = 1
@@ -146,13 +146,18 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
       }
       // A page smart scan will skip needs no digest; any other, not ready yet, ends the batch
       // here, before its item changes, so the next batch takes it up exactly as this one would.
-      if (offload && (fflags[f]! & FRAME_KSM) === 0 && (b & PAGE_PINNED) === 0 && !(smart && meta !== null && meta[m + 1]! >= 3 && meta[m + 2]! !== 0) && this.awaitDigest(space, pi, f)) {
-        this.pos = pi
-        // A miss means what the prefetch covered went stale (writes, compaction moved frames):
-        // queue the window ahead of this page again, so the thread gets it in one go.
-        this.#pfSlot = null
-        this.prefetch(Math.max(2 * this.t.pagesToScan, 256))
-        return 0
+      if (offload && (fflags[f]! & FRAME_KSM) === 0 && (b & PAGE_PINNED) === 0 && !(smart && meta !== null && meta[m + 1]! >= 3 && meta[m + 2]! !== 0)) {
+        const w = this.awaitDigest(space, pi, f)
+        if (w !== Await.Go) {
+          this.pos = pi
+          if (w === Await.Missed) {
+            // What the prefetch covered went stale (writes, compaction moved frames): queue the
+            // window ahead of this page again, so the thread gets it in one go.
+            this.#pfSlot = null
+            this.prefetch(Math.max(2 * this.t.pagesToScan, 256))
+          }
+          return 0
+        }
       }
       if (meta === null) {
         meta = this.#ensure(slot)

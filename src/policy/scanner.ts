@@ -114,6 +114,16 @@ const AT_HEAD = -1
 /** offload: how long a batch waits for one digest before this thread hashes on its own. */
 export const OFFLOAD_STUCK_MILLIS = 100
 
+/** What {@link ScannerBase.awaitDigest} says of a page. */
+export const Await = {
+  /** Go on: the digest is valid, or this thread hashes the page itself. */
+  Go: 0,
+  /** Stop the batch here: the digest is on its way. */
+  InFlight: 1,
+  /** Stop the batch here: the page had not been queued (what the prefetch covered went stale). */
+  Missed: 2,
+} as const
+
 /**
  * The background scanner's base: what every policy shares. Create one with
  * `engine.scanner(options)`; it starts idle.
@@ -315,23 +325,28 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
   }
 
   /**
-   * offload: whether the batch must stop before page `pi` (frame `f`) to wait for its digest.
-   * False when the digest is valid, or when this thread should hash it itself: the ring is full,
-   * or the hashing thread made no progress for {@link OFFLOAD_STUCK_MILLIS}.
+   * offload: whether the batch must stop before page `pi` (frame `f`) to wait for its digest:
+   * {@link Await}.Go when the digest is valid, or when this thread should hash it itself (the
+   * ring is full, or the hashing thread made no progress for {@link OFFLOAD_STUCK_MILLIS});
+   * Await.InFlight when it is on its way; Await.Missed when it was not even queued (queued now).
    */
-  protected awaitDigest(space: PagedSpace, pi: number, f: number): boolean {
+  protected awaitDigest(space: PagedSpace, pi: number, f: number): number {
     const off = this.offload!
     if (this.core.digested(f)) {
       this.#waitSince = -1
-      return false
+      return Await.Go
     }
     if (this.offloadStuck) {
       this.hostHashes++
-      return false
+      return Await.Go
     }
-    if (!off.queuedNow(f) && !this.queueDigest(space, pi, f)) {
-      this.hostHashes++
-      return false
+    let missed = false
+    if (!off.queuedNow(f)) {
+      if (!this.queueDigest(space, pi, f)) {
+        this.hostHashes++
+        return Await.Go
+      }
+      missed = true
     }
     const now = nowMillis()
     if (this.#waitSince < 0) this.#waitSince = now
@@ -340,10 +355,10 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
       this.#stuckAt = off.done
       this.stuckEvents++
       this.hostHashes++
-      return false
+      return Await.Go
     }
     this.rWaited = true
-    return true
+    return missed ? Await.Missed : Await.InFlight
   }
 
   // ---------------------------------------------------------------- shared steps
