@@ -8,9 +8,8 @@
  * (2 x logical / wall time from the start signal to the last host's answer), and the pages each
  * store holds afterwards (must equal the fleet's distinct non-zero pages: stored once).
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process"
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
+import { type ChildProcess, spawn } from "node:child_process"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -19,39 +18,14 @@ import { type Fleet, quickjsFleet, v86Fleet } from "./fleets.ts"
 import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, fmt, GB, median, MiB } from "./lib.ts"
 import type { HostCommand, HostReply } from "./snapshot-fleet-host.ts"
 import { distinctPages } from "./snapshot.ts"
+import { startRedisServer } from "../test/helpers/redis.ts"
 
 const HOST = fileURLToPath(new URL("./snapshot-fleet-host.ts", import.meta.url))
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once("error", reject)
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}
-
-const ping = (port: number) => new Promise<boolean>((resolve) => execFile("redis-cli", ["-h", "127.0.0.1", "-p", String(port), "PING"], { timeout: 5_000 }, (e, out) => resolve(e === null && out.trim() === "PONG")))
 
 /** Everything this bench started, killed however it ends. */
 const started: ChildProcess[] = []
 const killAll = () => {
   for (const p of started) if (p.exitCode === null && p.signalCode === null) p.kill("SIGKILL")
-}
-
-async function startRedis(dir: string, extra: readonly string[]): Promise<number> {
-  const port = await freePort()
-  mkdirSync(dir)
-  const p = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--daemonize", "no", "--loglevel", "warning", ...extra], { stdio: "ignore" })
-  started.push(p)
-  const end = Date.now() + 10_000
-  while (!(await ping(port))) {
-    if (p.exitCode !== null || Date.now() > end) throw new Error(`redis-server on port ${port} did not start (is it installed? apt-get install -y redis-server)`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  return port
 }
 
 /** A host process and a way to ask it something. */
@@ -131,7 +105,7 @@ async function measure(f: Fleet, files: readonly string[], work: string, rounds:
     ["Redis, no persistence (as the tests run it)", ["--appendonly", "no"]],
     ["Redis, AOF appendfsync always (durable like the pack files' fsync)", ["--appendonly", "yes", "--appendfsync", "always"]],
   ] as const) {
-    const port = await startRedis(join(work, `redis-${targets.length}`), extra)
+    const port = await startRedisServer(work, extra, started)
     // A namespace per round: every round saves into an empty store, as the pack files do.
     targets.push({ name: label, run: (round, hosts) => twoHosts(hosts, () => ({ op: "open", redisPort: port, namespace: `r${round}` }), async () => [await redisPages(port, `r${round}`)], round) })
   }

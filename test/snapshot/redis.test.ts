@@ -6,10 +6,9 @@
  * that relied on pages another host's gc freed fails instead of committing. No mock: every
  * server is killed at the end. (`npm test`'s pretest installs redis-server when missing.)
  */
-import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process"
+import { type ChildProcess, execFile, spawnSync } from "node:child_process"
 import { createHash } from "node:crypto"
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs"
-import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { build } from "esbuild"
@@ -18,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Engine } from "../../src/index.ts"
 import { RedisBackend, type RedisBackendOptions, SnapshotCorrupt, SnapshotStore, StoreIOError } from "../../src/snapshot/index.ts"
 import { fleetImage } from "./fixtures/redis-fleet.ts"
+import { freePort, redisCli, startRedisServer, until } from "../helpers/redis.ts"
 
 const PAGE = 4096
 const HAVE = spawnSync("sh", ["-c", "command -v redis-server && command -v redis-cli"], { stdio: "ignore" }).status === 0
@@ -31,38 +31,9 @@ let cluster: RedisBackendOptions
 let singlePort = 0
 let clusterPorts: number[] = []
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once("error", reject)
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}
+const cli = redisCli
 
-const cli = (port: number, ...args: string[]) =>
-  new Promise<string>((resolve, reject) => execFile("redis-cli", ["-h", "127.0.0.1", "-p", String(port), ...args], { timeout: 10_000 }, (e, out, err) => (e ? reject(new Error(`${e.message}: ${err}`)) : resolve(out))))
-
-async function until(what: string, ok: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms
-  for (;;) {
-    if (await ok().catch(() => false)) return
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
-async function startServer(extra: string[] = []): Promise<number> {
-  const port = await freePort()
-  const dir = join(work, `redis-${port}`)
-  mkdirSync(dir)
-  const p = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning", ...extra], { stdio: "ignore" })
-  servers.push(p)
-  await until(`redis-server on ${port}`, async () => (await cli(port, "PING")).trim() === "PONG")
-  return port
-}
+const startServer = (extra: string[] = []): Promise<number> => startRedisServer(work, ["--appendonly", "no", ...extra], servers)
 
 // Should this worker end without afterAll (a crash, a timeout), the servers go with it.
 process.once("exit", () => {
