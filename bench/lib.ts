@@ -4,6 +4,8 @@
  */
 import { readFileSync } from "node:fs"
 import { loadavg, release } from "node:os"
+import { setFlagsFromString } from "node:v8"
+import { runInNewContext } from "node:vm"
 import { Bench, type FnOptions, type Task } from "tinybench"
 
 /** A speed or size goal from the issues: `value op target` must hold. */
@@ -148,4 +150,25 @@ export function machineInfo(): MachineInfo {
     // not Linux: leave "unknown"
   }
   return { date: new Date().toISOString(), cpu, cores, node: process.version, kernel: `${process.platform} ${release()}`, load: loadavg()[0]! }
+}
+
+let gcFn: (() => void) | null = null
+
+/**
+ * A full garbage collection now, so the slabs of the previous run's disposed engines are
+ * not collected (on the main thread) during the next timed run. Enables --expose-gc at
+ * run time, on first use (importing this module changes nothing); a no-op where that fails.
+ */
+export function collectGarbage(): void {
+  if (gcFn === null) {
+    gcFn = () => {}
+    try {
+      setFlagsFromString("--expose-gc")
+      const gc: unknown = runInNewContext("gc")
+      if (typeof gc === "function") gcFn = gc as () => void
+    } catch {
+      // keep the no-op
+    }
+  }
+  gcFn()
 }

@@ -23,8 +23,6 @@ import { readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
-import { setFlagsFromString } from "node:v8"
-import { runInNewContext } from "node:vm"
 import type { AddressSpace } from "../test/helpers/internals.ts"
 import { type Series, svgChart, terminalChart } from "../src/cli/chart.ts"
 import { Engine } from "../test/helpers/internals.ts"
@@ -32,7 +30,7 @@ import type { ScannerOptions } from "../src/policy/registry.ts"
 import type { ScanReport } from "../src/policy/options.ts"
 import type { Scanner } from "../test/helpers/internals.ts"
 import { type KsmdSample, runKernelKsm } from "./kernel-ksm.ts"
-import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, fmt, median, MiB, PAGE } from "./lib.ts"
+import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, collectGarbage, fmt, median, MiB, PAGE } from "./lib.ts"
 import { expectedCounts, makeWorkload, populate, type Workload } from "./workload.ts"
 
 /** Kernel defaults and "full speed", as the kernel-ksm bench uses them. */
@@ -84,26 +82,6 @@ const threadDelta = (a: number | null, b: number | null): string => (a === null 
 /** Let background work of the setup (V8's concurrent GC after writing hundreds of MiB) finish before a timed run. */
 const SETTLE_MS = 200
 
-let gcFn: (() => void) | null = null
-
-/**
- * A full garbage collection now, so the slabs of the previous run's disposed engines are
- * not collected (on the main thread) during the next timed run. Enables --expose-gc at
- * run time, on first use (importing this module changes nothing); a no-op where that fails.
- */
-function collectGarbage(): void {
-  if (gcFn === null) {
-    gcFn = () => {}
-    try {
-      setFlagsFromString("--expose-gc")
-      const gc: unknown = runInNewContext("gc")
-      if (typeof gc === "function") gcFn = gc as () => void
-    } catch {
-      // keep the no-op
-    }
-  }
-  gcFn()
-}
 
 /** Collect garbage and let helper threads go quiet: call before every timed run. */
 async function quiesce(): Promise<void> {

@@ -18,19 +18,15 @@
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { setFlagsFromString } from "node:v8"
-import { runInNewContext } from "node:vm"
 import { type AddressSpace, Engine } from "../src/index.ts"
 import type { Codec } from "./codecs.ts"
 import { type Fleet, quickjsFleet, syntheticFleet, v86Fleet } from "./fleets.ts"
-import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, fmt, GB, median, MiB, PAGE } from "./lib.ts"
+import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, collectGarbage, fmt, GB, median, MiB, PAGE } from "./lib.ts"
 import { distinctPages } from "./snapshot.ts"
 import { duBytes } from "./stores/du.ts"
 import type { EmbeddedStore } from "./stores/index.ts"
 import { type RawTiming, rawRound, storedPages } from "./stores/raw.ts"
 
-setFlagsFromString("--expose-gc")
-const gc = runInNewContext("gc") as () => void
 
 interface Samples {
   save: number[]
@@ -42,7 +38,7 @@ interface Samples {
 }
 
 const seconds = async (f: () => Promise<unknown>): Promise<number> => {
-  gc()
+  collectGarbage()
   const t0 = performance.now()
   await f()
   return (performance.now() - t0) / 1e3
@@ -129,7 +125,7 @@ async function measureRaw(stores: readonly EmbeddedStore[], f: Fleet, rounds: nu
   for (let r = 0; r < rounds; r++) {
     for (let k = 0; k < stores.length; k++) {
       const kind = stores[(k + r) % stores.length]!
-      gc()
+      collectGarbage()
       t.get(kind.name)!.push(await rawRound(kind.backend, pages, r === 0))
     }
   }
@@ -161,13 +157,13 @@ async function measureCodecs(codecs: readonly Codec[], f: Fleet, rounds: number,
   for (let r = 0; r < rounds; r++) {
     for (let k = 0; k < codecs.length; k++) {
       const c: Codec = codecs[(k + r) % codecs.length]!
-      gc()
+      collectGarbage()
       const cpu0 = process.cpuUsage()
       let t0 = performance.now()
       const packed = await c.compress(pages)
       const compS = (performance.now() - t0) / 1e3
       const cpu = process.cpuUsage(cpu0)
-      gc()
+      collectGarbage()
       t0 = performance.now()
       const back = await c.decompress(packed)
       const decompS = (performance.now() - t0) / 1e3

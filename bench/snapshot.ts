@@ -20,8 +20,6 @@ import { spawnSync } from "node:child_process"
 import { createHash } from "node:crypto"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
-import { setFlagsFromString } from "node:v8"
-import { runInNewContext } from "node:vm"
 import { join } from "node:path"
 import { brotliCompressSync, constants, deflateRawSync, deflateSync } from "node:zlib"
 import { boot, linearMemory, shutdown } from "../src/cli/fleet.ts"
@@ -29,7 +27,7 @@ import { Engine } from "../src/index.ts"
 import { SnapshotStore } from "../src/snapshot/index.ts"
 import { cachedWorkloads, loadImages } from "../scripts/workloads/cache.ts"
 import { spawnRestoreRss } from "./snapshot-rss.ts"
-import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, fmt, GB, MiB, PAGE } from "./lib.ts"
+import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, collectGarbage, fmt, GB, MiB, PAGE } from "./lib.ts"
 
 interface Fleet {
   readonly name: string
@@ -71,13 +69,11 @@ export function distinctPages(images: readonly Uint8Array[]): Uint8Array[] {
   return out
 }
 
-setFlagsFromString("--expose-gc")
-const gc = runInNewContext("gc") as () => void
 
 /** Resident set after a full garbage collection. */
 const rss = () => {
-  gc()
-  gc()
+  collectGarbage()
+  collectGarbage()
   return process.memoryUsage().rss
 }
 

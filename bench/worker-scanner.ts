@@ -25,14 +25,12 @@
 import { mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync } from "node:fs"
 import { cpus, loadavg, tmpdir } from "node:os"
 import { join } from "node:path"
-import { setFlagsFromString } from "node:v8"
-import { runInNewContext } from "node:vm"
 import { cachedWorkloads, loadImages, type Manifest, workloadDir } from "../scripts/workloads/cache.ts"
 import { startWorkerScanner, type WorkerScanner } from "../src/worker/index.ts"
 import type { ScanReport } from "../src/policy/options.ts"
 import { Engine, type Scanner } from "../test/helpers/internals.ts"
 import { kernelOnImages, type KsmdConvergence } from "./kernel-real.ts"
-import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, fmt, median, MiB, PAGE } from "./lib.ts"
+import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, collectGarbage, fmt, median, MiB, PAGE } from "./lib.ts"
 import { makeWorkload, populate } from "./workload.ts"
 import { xorshift32 } from "./xorshift.ts"
 
@@ -86,20 +84,9 @@ const processCpu = (): number => {
   return (u.user + u.system) / 1e6
 }
 
-let gcFn: (() => void) | null = null
 /** A full GC (the previous run's engine and its hundreds of MiB), then a quiet moment. */
 async function quiesce(): Promise<void> {
-  if (gcFn === null) {
-    gcFn = () => {}
-    try {
-      setFlagsFromString("--expose-gc")
-      const gc: unknown = runInNewContext("gc")
-      if (typeof gc === "function") gcFn = gc as () => void
-    } catch {
-      // keep the no-op
-    }
-  }
-  gcFn()
+  collectGarbage()
   await sleep(150)
 }
 
