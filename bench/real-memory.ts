@@ -22,7 +22,7 @@ import { Engine } from "../test/helpers/internals.ts"
 import { kernelOnImages, type KsmdConvergence } from "./kernel-real.ts"
 import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, consume, fmt, GB, median, MiB } from "./lib.ts"
 import { laterTurn, worstCase } from "./real-worst.ts"
-import { makeWorkload, populate } from "./workload.ts"
+import { imageW } from "./workload.ts"
 
 /** A workload as the bench sees it: images in memory and, for the kernel, on disk. */
 interface Subject {
@@ -108,12 +108,7 @@ function subjectOf(m: Manifest): Subject {
 
 /** Workload W (half 16 contents repeated, half random) as one image, also written to `dir`. */
 function subjectW(sizeBytes: number, dir: string): Subject {
-  const w = makeWorkload({ kind: "W", sizeBytes, dup: 0.5, contents: 16 })
-  const engine = new Engine()
-  const s = engine.createSpace({ size: sizeBytes })
-  populate(s, w)
-  const img = s.read(0, sizeBytes)
-  s.dispose()
+  const img = imageW(sizeBytes)
   const file = join(dir, "W.bin")
   writeFileSync(file, img)
   return { name: `W ${sizeBytes / MiB} MiB`, images: [img], files: [file], bytes: sizeBytes }

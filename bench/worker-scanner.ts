@@ -31,7 +31,7 @@ import type { ScanReport } from "../src/policy/options.ts"
 import { Engine, type Scanner } from "../test/helpers/internals.ts"
 import { kernelOnImages, type KsmdConvergence } from "./kernel-real.ts"
 import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, collectGarbage, fmt, median, MiB, PAGE } from "./lib.ts"
-import { makeWorkload, populate } from "./workload.ts"
+import { imageW } from "./workload.ts"
 import { xorshift32 } from "./xorshift.ts"
 
 const FULL = { pagesToScan: 10000, sleepMillis: 0 } as const
@@ -262,13 +262,7 @@ function strided(s: Subject, stride: number, name: string): Subject {
 
 /** Workload W (first half 16 contents repeated, second half random) as one image. */
 function subjectW(sizeBytes: number): Subject {
-  const w = makeWorkload({ kind: "W", sizeBytes, dup: 0.5, contents: 16 })
-  const e = new Engine()
-  const sp = e.createSpace({ size: sizeBytes })
-  populate(sp, w)
-  const img = sp.read(0, sizeBytes)
-  sp.dispose()
-  return { name: `W ${sizeBytes / MiB} MiB`, images: [img] }
+  return { name: `W ${sizeBytes / MiB} MiB`, images: [imageW(sizeBytes)] }
 }
 
 function subjectOf(m: Manifest): Subject {

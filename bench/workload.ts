@@ -8,7 +8,7 @@
  * - zero: every page populated with zeros (fill, like memset).
  */
 import { randomFillSync } from "node:crypto"
-import type { AddressSpace } from "../test/helpers/internals.ts"
+import { type AddressSpace, Engine } from "../test/helpers/internals.ts"
 import { MiB, PAGE } from "./lib.ts"
 
 /** Shape of a workload. */
@@ -85,4 +85,13 @@ export function expectedCounts(pages: number, dup: number, contents: number, m: 
     sharing += k.sharing
   }
   return { shared, sharing }
+}
+
+/** Workload W (half `contents` contents repeated, half random) as the bytes of one image (untimed). */
+export function imageW(sizeBytes: number, contents = 16): Uint8Array {
+  const space = new Engine().createSpace({ size: sizeBytes })
+  populate(space, makeWorkload({ kind: "W", sizeBytes, dup: 0.5, contents }))
+  const img = space.read(0, sizeBytes)
+  space.dispose()
+  return img
 }
