@@ -241,11 +241,8 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
       pass = this.#pfPass
     }
     let left = window - (pfOrd - scanOrd)
-    const fflags = this.pool.flags
-    const core = this.core
-    const off = this.offload!
-    let room = off.room()
-    while (left > 0 && room > 0) {
+    let room = true
+    while (left > 0 && room) {
       if (si >= slots.length) {
         if (pass > this.seqnr) break
         si = 0
@@ -260,17 +257,13 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
         pi = 0
         continue
       }
-      const pte = space.pte
       const fl = space.pflags
       const any = space.mergeAny
       const end = Math.min(space.pages, pi + left)
       const from = pi
       for (; pi < end; pi++) {
-        const f = pte[pi]!
-        const b = fl[pi]!
-        if (f === ZERO_FRAME || (b & (PAGE_MERGED | PAGE_PINNED)) !== 0 || (!any && (b & PAGE_MERGEABLE) === 0) || (fflags[f]! & FRAME_KSM) !== 0) continue
-        if (core.digested(f) || off.queuedNow(f)) continue
-        if (!this.queueDigest(space, pi, f) || --room === 0) break
+        // Only the mergeable pages the walk visits; prequeue knows which of them are hashed.
+        if ((any || (fl[pi]! & PAGE_MERGEABLE) !== 0) && !(room = this.prequeue(space, pi))) break
       }
       left -= pi - from
     }

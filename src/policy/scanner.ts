@@ -292,13 +292,14 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
    * offload: queue page `pi` of `space` for hashing if it is a page a policy hashes (present,
    * unmerged, unpinned, not a table frame, not in a secure space) and its digest is neither
    * valid nor on its way, and the thread is not stuck. For policies that know a page's turn
-   * ahead of time (tracked: one pass before it becomes a candidate).
+   * ahead of time (ksm: the pages ahead of the cursor; tracked: one pass before a page becomes
+   * a candidate). False when the ring is full.
    */
-  protected prequeue(space: PagedSpace, pi: number): void {
+  protected prequeue(space: PagedSpace, pi: number): boolean {
     const f = space.pte[pi]!
-    if (f === ZERO_FRAME || (space.pflags[pi]! & (PAGE_MERGED | PAGE_PINNED)) !== 0 || (this.pool.flags[f]! & FRAME_KSM) !== 0 || space.secure) return
-    if (this.core.digested(f) || this.offload!.queuedNow(f) || this.offloadStuck) return
-    this.queueDigest(space, pi, f)
+    if (f === ZERO_FRAME || (space.pflags[pi]! & (PAGE_MERGED | PAGE_PINNED)) !== 0 || (this.pool.flags[f]! & FRAME_KSM) !== 0 || space.secure) return true
+    if (this.core.digested(f) || this.offload!.queuedNow(f) || this.offloadStuck) return true
+    return this.queueDigest(space, pi, f)
   }
 
   /** offload: the hashing thread was judged stuck and has made no progress since (this thread hashes). */
