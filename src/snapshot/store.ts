@@ -355,6 +355,19 @@ export class SnapshotStore {
     if (this.#closed) throw new StoreUnavailable("the snapshot store is closed")
   }
 
+  /**
+   * A public call's body: the store must be open, and whatever the body throws before it returns
+   * its promise (a bad argument) becomes that promise's rejection, as async callers expect.
+   */
+  #call<T>(body: () => Promise<T>): Promise<T> {
+    try {
+      this.#live()
+      return body()
+    } catch (e) {
+      return Promise.reject(e)
+    }
+  }
+
   /** Run `op` after every earlier operation (the backend sees one call at a time). */
   #serial<T>(op: () => Promise<T>): Promise<T> {
     const run = this.#queue.then(() => {
@@ -391,12 +404,9 @@ export class SnapshotStore {
    * past the next gc()).
    */
   save(spaces: AddressSpace | readonly AddressSpace[], options: SaveOptions): Promise<SaveReport> {
-    try {
-      this.#live()
+    return this.#call(() => {
       return this.#save(spaces, options)
-    } catch (e) {
-      return Promise.reject(e)
-    }
+    })
   }
 
   #save(spacesArg: AddressSpace | readonly AddressSpace[], options: SaveOptions): Promise<SaveReport> {
@@ -546,8 +556,7 @@ export class SnapshotStore {
   restore(name: string, engine: Engine, options?: RestoreOptions & { readonly lazy?: false }): Promise<AddressSpace[]>
   restore(name: string, engine: Engine, options?: RestoreOptions): Promise<AddressSpace[] | LazyRestore>
   restore(name: string, engine: Engine, options?: RestoreOptions): Promise<AddressSpace[] | LazyRestore> {
-    try {
-      this.#live()
+    return this.#call<AddressSpace[] | LazyRestore>(() => {
       const where = "SnapshotStore.restore()"
       checkName(where, name)
       if (!(engine instanceof Engine)) throw new InvalidArgument(`${where}: engine must be an sksm Engine, got ${show(engine)}`)
@@ -556,9 +565,7 @@ export class SnapshotStore {
       const lazy = optBool(where, "lazy", o.lazy, false)
       if (lazy && typeof this.#backend.readPageSync !== "function") throw new InvalidArgument(`${where}: lazy restore needs a backend that reads pages synchronously (readPageSync); this one does not: restore eagerly`)
       return lazy ? this.#serial(() => this.#restoreLazy(name, engine, merge)) : this.#serial(() => this.#restore(name, engine, merge))
-    } catch (e) {
-      return Promise.reject(e)
-    }
+    })
   }
 
   /** The manifest of snapshot `name`, checked against `engine`'s page size. */
@@ -716,8 +723,7 @@ export class SnapshotStore {
 
   /** Delete snapshot `name` (durably); its pages stay on disk until gc(). SnapshotNotFound if absent. */
   delete(name: string): Promise<void> {
-    try {
-      this.#live()
+    return this.#call(() => {
       checkName("SnapshotStore.delete()", name)
       return this.#serial(async () => {
         if (!this.#catalog.has(name) && !this.#damaged.has(name)) throw new SnapshotNotFound(name)
@@ -725,9 +731,7 @@ export class SnapshotStore {
         this.#drop(name)
         this.#damaged.delete(name)
       })
-    } catch (e) {
-      return Promise.reject(e)
-    }
+    })
   }
 
   /**
@@ -735,23 +739,19 @@ export class SnapshotStore {
    * storage. Pages of damaged snapshots are not protected (they cannot be restored anyway).
    */
   gc(): Promise<GcReport> {
-    try {
-      this.#live()
+    return this.#call(() => {
       return this.#serial(async () => {
         const before = (await this.#backend.usage()).totalBytes
         const pagesFreed = await this.#backend.retainPages(new Set(this.#refs.keys()))
         const after = (await this.#backend.usage()).totalBytes
         return Object.freeze({ pagesFreed, bytesFreed: Math.max(0, before - after) })
       })
-    } catch (e) {
-      return Promise.reject(e)
-    }
+    })
   }
 
   /** Logical bytes, stored bytes and the dedup ratio (after the operations queued before it). */
   stats(): Promise<StoreStats> {
-    try {
-      this.#live()
+    return this.#call(() => {
       return this.#serial(async () => {
         const u = await this.#backend.usage()
         const compressedBytes = u.storedBytes ?? u.pageBytes
@@ -778,9 +778,7 @@ export class SnapshotStore {
           ratio: u.totalBytes === 0 ? 1 : logicalBytes / u.totalBytes,
         })
       })
-    } catch (e) {
-      return Promise.reject(e)
-    }
+    })
   }
 
   /**
@@ -789,8 +787,7 @@ export class SnapshotStore {
    * snapshots other hosts have committed, replaced or deleted since this store opened.
    */
   refresh(): Promise<void> {
-    try {
-      this.#live()
+    return this.#call(() => {
       return this.#serial(async () => {
         const names = new Set(await this.#backend.manifestNames())
         for (const name of [...this.#catalog.keys()]) if (!names.has(name)) this.#drop(name)
@@ -817,9 +814,7 @@ export class SnapshotStore {
           this.#add(m)
         }
       })
-    } catch (e) {
-      return Promise.reject(e)
-    }
+    })
   }
 
   /**
