@@ -782,10 +782,7 @@ export class MergeCore implements SharingObserver {
       }
       const rest = fl & ~(PAGE_MERGED | PAGE_KSM_ZERO)
       if ((rest & PAGE_UFFD_WP) !== 0) space.pflags[pi] = rest
-      else {
-        space.pflags[pi] = rest | PAGE_WRITABLE
-        pool.madeWritable(nf)
-      }
+      else space.grantWrite(pi, rest)
       // Writable without a fault: the idle count must restart (a write would not clear it now).
       if (space.idle !== null) space.idle[pi] = 0
       n++

@@ -404,8 +404,8 @@ export class FramePool {
 
   /**
    * A page mapping frame `f` became writable (PAGE_WRITABLE set): writes may now change the frame
-   * without the engine seeing them, so any digest of it is stale. Every site that sets
-   * PAGE_WRITABLE calls this.
+   * without the engine seeing them, so any digest of it is stale. PagedSpace.grantWrite, the one
+   * place that sets PAGE_WRITABLE, calls this.
    */
   madeWritable(f: number): void {
     if (this.writeGen !== null) this.writeGen[f] = (this.writeGen[f]! + 2) | 0

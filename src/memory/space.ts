@@ -641,8 +641,7 @@ export class PagedSpace {
       this.cowFaults++
       pool.cowFaults++
     }
-    this.pflags[pi] = (fl & ~PAGE_FAULT_CLEARS) | PAGE_WRITABLE | PAGE_SOFT_DIRTY
-    pool.madeWritable(this.pte[pi]!)
+    this.grantWrite(pi, (fl & ~PAGE_FAULT_CLEARS) | PAGE_SOFT_DIRTY)
     // Secure mode: a write ends the page's idle period.
     if (this.idle !== null) this.idle[pi] = 0
   }
@@ -757,6 +756,16 @@ export class PagedSpace {
     this.protectPages(p0, p1, enable)
   }
 
+  /**
+   * @internal Page `pi`, its frame already in the PTE, becomes writable with flags `fl`: the one
+   * place PAGE_WRITABLE is granted, so the frame's write generation moves with it (a hashing
+   * thread's digest of it is stale from now on; src/policy/offload.ts).
+   */
+  grantWrite(pi: number, fl: number): void {
+    this.pflags[pi] = fl | PAGE_WRITABLE
+    this.pool.madeWritable(this.pte[pi]!)
+  }
+
   /** @internal set or clear uffd-wp on pages [p0, p1); a protected page is never PAGE_WRITABLE. */
   protectPages(p0: number, p1: number, enable: boolean): void {
     const pflags = this.pflags
@@ -766,10 +775,8 @@ export class PagedSpace {
     } else {
       for (let pi = p0; pi < p1; pi++) {
         const fl = (pflags[pi]! & ~PAGE_UFFD_WP) | PAGE_UFFD_REG
-        if (this.#privateFrame(pi)) {
-          pflags[pi] = fl | PAGE_WRITABLE
-          this.pool.madeWritable(this.pte[pi]!)
-        } else pflags[pi] = fl
+        if (this.#privateFrame(pi)) this.grantWrite(pi, fl)
+        else pflags[pi] = fl
       }
       // Pages may turn writable without a fault: secure mode's idle counts restart.
       if (this.idle !== null) this.idle.fill(0, p0, p1)
@@ -968,10 +975,7 @@ export class PagedSpace {
       this.pte[pi] = nf
       const fl = this.pflags[pi]!
       // Private and writable, unless uffd-wp protects it (filling is not a write: no soft-dirty).
-      if ((fl & PAGE_UFFD_WP) === 0) {
-        this.pflags[pi] = fl | PAGE_WRITABLE
-        pool.madeWritable(nf)
-      }
+      if ((fl & PAGE_UFFD_WP) === 0) this.grantWrite(pi, fl)
       if (this.idle !== null) this.idle[pi] = 0
     }
     this.#forget(pi)
@@ -1032,8 +1036,7 @@ export class PagedSpace {
         pool.copy(f, nf)
         rc[nf] = 1
         cpte[pi] = nf
-        cfl[pi] = (fl & keep) | PAGE_WRITABLE
-        pool.madeWritable(nf)
+        child.grantWrite(pi, fl & keep)
         continue
       }
       rc[f]!++
