@@ -11,7 +11,7 @@
 import { startWorkerScanner } from "../src/worker/index.ts"
 import { Engine } from "../test/helpers/internals.ts"
 import { xorshift32 } from "../bench/xorshift.ts"
-import { ZERO_FRAME } from "../src/memory/frames.ts"
+import { staleDigest } from "../test/helpers/digests.ts"
 import { _internals } from "../src/engine/engine.ts"
 
 export interface WorkerSoakResult {
@@ -55,19 +55,12 @@ export async function soakWorker(durationMs: number, seed: number, log: (line: s
     throw new Error(`worker soak (seed ${seed}): ${what}`)
   }
   const checkAll = (): void => {
-    const { pool, core } = engine
-    const d = pool.digests
-    if (d === null) fail("digests were turned off while the worker scanner is the engine's")
-    const wpp = PS >>> 2
     for (const { space, ref } of spaces) {
       const got = space.read(0, space.size)
       if (Buffer.compare(got, ref) !== 0) fail(`${space.name}: contents differ from the reference at byte ${got.findIndex((b, k) => b !== ref[k])}`)
-      for (let p = 0; p < space.pages; p++) {
-        const f = space.pte[p]!
-        if (f === ZERO_FRAME || !core.digested(f)) continue
-        if (d!.sum[f] !== core.checksum(pool.words, f * wpp, wpp) || d!.key[f] !== core.key(pool.words, f * wpp, wpp)) fail(`${space.name}[${p}]: a stale digest passes as valid`)
-      }
     }
+    const stale = staleDigest(engine, spaces.map((s) => s.space))
+    if (stale !== null) fail(stale)
     checks++
   }
   try {

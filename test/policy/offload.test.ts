@@ -13,6 +13,7 @@ import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { ZERO_FRAME } from "../../src/memory/frames.ts"
 import { HasherState, OffloadHasher } from "../../src/policy/offload.ts"
+import { staleDigest } from "../helpers/digests.ts"
 import { Engine } from "../helpers/internals.ts"
 import { type Op, opArb, type Shape } from "../helpers/program.ts"
 import { type Extension, check, newWorld, run, teardown, type World } from "../helpers/world.ts"
@@ -66,19 +67,8 @@ class HandThread {
 
 /** Every digest the host would use (core.digested) equals a fresh hash of the frame's bytes. */
 function checkDigests(w: World): void {
-  const { pool, core } = w.engine
-  const d = pool.digests!
-  const wpp = pool.pageSize >>> 2
-  expect(d, "digests stay enabled while the offloading scanner is the engine's").not.toBeNull()
-  for (const { space } of w.spaces) {
-    for (let p = 0; p < space.pages; p++) {
-      const f = space.pte[p]!
-      if (f === ZERO_FRAME || !core.digested(f)) continue
-      const sum = core.checksum(pool.words, f * wpp, wpp)
-      const key = core.key(pool.words, f * wpp, wpp)
-      if (d.sum[f] !== sum || d.key[f] !== key) throw new Error(`${space.name}[${p}] (frame ${f}): a stale digest passes as valid`)
-    }
-  }
+  const stale = staleDigest(w.engine, w.spaces.map((t) => t.space))
+  if (stale !== null) throw new Error(stale)
 }
 
 const shape: Shape = { pages: 8, domains: 2, page: 10, run: 5, addr: 8 * PS, len: 2 * PS, bytes: [0, 1, 2], unique: false }

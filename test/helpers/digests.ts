@@ -1,0 +1,22 @@
+/** The offload protocol's invariant, checked from outside: no digest the host would use is stale. */
+import { ZERO_FRAME } from "../../src/memory/frames.ts"
+import type { AddressSpace, Engine } from "./internals.ts"
+
+/**
+ * Every digest the host would use (core.digested) for a page of `spaces` equals a fresh hash of
+ * its frame's bytes. Returns the first page whose digest is stale, as text, or null.
+ */
+export function staleDigest(engine: Engine, spaces: Iterable<AddressSpace>): string | null {
+  const { pool, core } = engine
+  const d = pool.digests
+  if (d === null) return "digests are off while an offloading scanner is the engine's"
+  const wpp = pool.pageSize >>> 2
+  for (const space of spaces) {
+    for (let p = 0; p < space.pages; p++) {
+      const f = space.pte[p]!
+      if (f === ZERO_FRAME || !core.digested(f)) continue
+      if (d.sum[f] !== core.checksum(pool.words, f * wpp, wpp) || d.key[f] !== core.key(pool.words, f * wpp, wpp)) return `${space.name}[${p}] (frame ${f}): a stale digest passes as valid`
+    }
+  }
+  return null
+}
