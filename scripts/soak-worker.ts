@@ -20,6 +20,8 @@ export interface WorkerSoakResult {
   readonly fullScans: number
   readonly pagesSharing: number
   readonly hostHashes: number
+  /** Times the host judged the thread stuck (starved of CPU for 100 ms) and hashed meanwhile. */
+  readonly stuckEvents: number
   readonly mode: string
 }
 
@@ -124,7 +126,7 @@ export async function soakWorker(durationMs: number, seed: number, log: (line: s
   const inner = _internals(engine).scanner()
   const hostHashes = inner?.hostHashes ?? 0
   log(`  stuck events: ${inner?.stuckEvents}`)
-  return { operations, checks, fullScans: engine.stats().fullScans, pagesSharing: engine.stats().pagesSharing, hostHashes, mode: ksmd.mode }
+  return { operations, checks, fullScans: engine.stats().fullScans, pagesSharing: engine.stats().pagesSharing, hostHashes, stuckEvents: inner?.stuckEvents ?? 0, mode: ksmd.mode }
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

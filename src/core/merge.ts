@@ -282,6 +282,18 @@ export class MergeCore implements SharingObserver {
   }
 
   /**
+   * Whether frame `f` holds only zero bytes: a valid digest's zero flag (the hashing thread read
+   * every byte of the frame as it is now, so no scan here), else a scan (any other page almost
+   * always fails on its first word).
+   */
+  zeroFrame(f: number): boolean {
+    const pool = this.pool
+    const d = pool.digests
+    if (d !== null && Atomics.load(d.gen, f) === pool.writeGen![f]) return d.zero[f] === 1
+    return pool.words[f * this.#wordsPerPage] === 0 && pool.isZero(f)
+  }
+
+  /**
    * Whether a hashing thread's digest of frame `f` is valid now (see FrameDigests): then
    * {@link checksumOf} and {@link keyOf} cost no hashing on this thread.
    */
@@ -385,7 +397,7 @@ export class MergeCore implements SharingObserver {
     }
     // Zero test before the key: an all-zero page then costs one streaming memcmp and no key
     // (bench/merge: all-zero merge 2-3x faster); any other page almost always fails on its first word.
-    if (this.useZeroPages && pool.words[f * this.#wordsPerPage] === 0 && pool.isZero(f)) {
+    if (this.useZeroPages && this.zeroFrame(f)) {
       this.mapZero(space, pi)
       return Outcome.ZeroMapped
     }
@@ -581,7 +593,7 @@ export class MergeCore implements SharingObserver {
    */
   mergeStable(space: PagedSpace, pi: number, f: number, salt: number, pinned: boolean, sum = -1): number {
     const pool = this.pool
-    if (this.useZeroPages && !pinned && pool.words[f * this.#wordsPerPage] === 0 && pool.isZero(f)) {
+    if (this.useZeroPages && !pinned && this.zeroFrame(f)) {
       this.mapZero(space, pi)
       return Outcome.ZeroMapped
     }

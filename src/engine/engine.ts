@@ -198,8 +198,10 @@ export class Engine {
    * returns its report, or null when it declined (O(1) then). The engine runs the same check
    * after merge, unmerge, discard, dispose and unmergeAll, and a background scanner after a
    * pass, but leaves the store's final shrink (one copy of every live frame) to a later turn
-   * of the event loop, so a burst of frees and allocations does not pay it each time. A host
-   * calls this when it is idle (the kernel's kcompactd wake-up check): here the shrink runs now.
+   * of the event loop, so a burst of frees and allocations does not pay it each time (with a
+   * worker scanner, a turn after its thread has prefaulted the smaller store, waiting at most
+   * 250 ms, so the copy does not pay the first-touch page faults on this thread). A host calls
+   * this when it is idle (the kernel's kcompactd wake-up check): here the shrink runs now.
    */
   maybeCompact(): CompactReport | null {
     this.#core.tidy()

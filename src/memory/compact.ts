@@ -21,7 +21,7 @@
  * having changed nothing or completes.
  */
 import { InvalidArgument, OutOfMemory, SksmError } from "../errors.ts"
-import { defer, nowMillis } from "../platform.ts"
+import { defer, nowMillis, timer } from "../platform.ts"
 import { checkBool, readOptions, show } from "../validate.ts"
 import { FRAME_KSM, FRAME_PINNED, type FramePool } from "./frames.ts"
 import type { PagedSpace } from "./space.ts"
@@ -56,14 +56,19 @@ export function emptyCompactReport(): CompactReport {
   return { framesMoved: 0, bytesMoved: 0, pagesRewritten: 0, pagesSwept: 0, slabsReleased: 0, bytesReleased: 0, framesRemaining: 0, done: true, ms: 0 }
 }
 
+/** How long an automatic shrink waits for its smaller store to be prefaulted off the host's thread before it shrinks anyway. */
+const PREFAULT_WAIT_MS = 250
+
 /**
  * One compaction step over `pool` and the page tables of `spaces` (every live space of the
  * pool: a space left out would keep stale frame ids). Moves at most `budget` frames
  * (Infinity: as many as it takes). Empty slabs are released without counting against the
  * budget. Throws OutOfMemory having changed nothing if its plan arrays cannot be allocated,
- * and Busy if called from inside a user callback of the engine.
+ * and Busy if called from inside a user callback of the engine. `shrinkNow` false: leave the
+ * store's shrink to a later call; `waitForStore`: shrink only once the smaller store is
+ * prefaulted (FramePool.prepareStore), else leave it too.
  */
-export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budget: number, shrinkNow = true): CompactReport {
+export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budget: number, shrinkNow = true, waitForStore = false): CompactReport {
   const t0 = nowMillis()
   // Not from inside a user callback: the merge that called it holds frame ids.
   if (pool.busy !== 0) pool.assertIdle()
@@ -185,7 +190,12 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
     for (let s = keep; s < nSlots && empty; s++) empty = used[s] === 0
     // The shrink copies every live frame: an automatic step leaves it to a later turn, so a host
     // that frees and reallocates in one burst (dispose a fork, fork again) does not pay it each time.
-    if (empty && !shrinkNow) shrinkDeferred = true
+    const target = Math.min(keep * fps, pool.storeFrames)
+    if (empty && !shrinkNow) {
+      shrinkDeferred = true
+      // With a worker scanner, its thread prefaults the smaller store meanwhile (pool.prepareStore).
+      pool.prepareStore(target)
+    } else if (empty && waitForStore && !pool.prepareStore(target)) shrinkDeferred = true
     else if (empty) {
       const released = pool.shrink(keep)
       if (released > 0) {
@@ -293,6 +303,8 @@ export class Compactor {
   #freesAtLast = 0
   /** A background continuation is scheduled. */
   #scheduled = false
+  /** When the background continuation began waiting for a prefaulted store (-1: not waiting). */
+  #waitSince = -1
 
   constructor(pool: FramePool, spaces: () => Iterable<PagedSpace>, options: unknown) {
     this.#pool = pool
@@ -347,8 +359,10 @@ export class Compactor {
    * The automatic policy's check: run one budgeted step if enabled and enough frames are
    * free, else return null. O(1) when it declines. A step that cannot get memory for its plan
    * is skipped (the call that triggered it already succeeded); other errors propagate.
+   * `deferred`: the shrink may run now (the host's idle call, or the background continuation);
+   * `continuation`: the background continuation, which waits a while for a prefaulted store.
    */
-  maybeCompact(deferred = false): CompactReport | null {
+  maybeCompact(deferred = false, continuation = false): CompactReport | null {
     const st = this.#settings
     const pool = this.#pool
     // Declined inside a user callback (a merge holds frame ids) rather than throwing Busy.
@@ -359,8 +373,11 @@ export class Compactor {
     if (!this.#pending && pool.frees - this.#freesAtLast < pool.framesPerSlab) return null
     let r: CompactReport
     try {
-      // The shrink itself waits for a later turn when one is scheduled below (background).
-      r = this.#step(st.budgetPages, !st.background || deferred)
+      // The shrink itself waits for a later turn when one is scheduled below (background), and
+      // there for its smaller store to be prefaulted off this thread (worker scanner), for a while.
+      const now = nowMillis()
+      if (continuation && this.#waitSince < 0) this.#waitSince = now
+      r = this.#step(st.budgetPages, !st.background || deferred, continuation && now - this.#waitSince < PREFAULT_WAIT_MS)
     } catch (e) {
       if (e instanceof SksmError && e._tag === "OutOfMemory") return null
       throw e
@@ -373,18 +390,21 @@ export class Compactor {
       this.#scheduled = true
       // A weak reference: an engine dropped before the turn comes is not kept alive by it.
       const self = new WeakRef(this)
-      defer(() => {
+      const next = (): void => {
         const c = self.deref()
         if (c === undefined) return
         c.#scheduled = false
-        c.maybeCompact(true)
-      })
-    }
+        c.maybeCompact(true, true)
+      }
+      // Waiting for a store being prefaulted: look again in a few ms rather than every turn.
+      if (pool.prefaulting) timer(next, 2)
+      else defer(next)
+    } else if (!this.#pending) this.#waitSince = -1
     return r
   }
 
-  #step(budget: number, shrinkNow = true): CompactReport {
-    const r = compactStep(this.#pool, this.#spaces(), budget, shrinkNow)
+  #step(budget: number, shrinkNow = true, waitForStore = false): CompactReport {
+    const r = compactStep(this.#pool, this.#spaces(), budget, shrinkNow, waitForStore)
     const t = this.#totals
     t.runs++
     t.framesMoved += r.framesMoved

@@ -99,13 +99,28 @@ const CLASSES = 32
 
 /**
  * Digests a hashing thread published for frames (the worker scanner): frame f's full checksum
- * `sum[f]` and unsalted table key `key[f]` are valid while `Atomics.load(gen, f)` equals the
- * pool's `writeGen[f]`. Shared with the worker; only the worker writes them.
+ * `sum[f]`, unsalted table key `key[f]` and `zero[f]` (1 when every byte was 0: an exact
+ * observation, not a hash) are valid while `Atomics.load(gen, f)` equals the pool's
+ * `writeGen[f]`. Shared with the worker; only the worker writes them.
  */
 export interface FrameDigests {
   readonly gen: Int32Array
   readonly sum: Uint32Array
   readonly key: Uint32Array
+  readonly zero: Uint8Array
+}
+
+/**
+ * Touches every page of a fresh shared store on another thread (the worker scanner's hashing
+ * thread), so that copying the live frames into it when the store shrinks does not pay the
+ * first-touch page faults on the host's thread (~2 µs per 4 KiB page here: ~30 ms for 64 MiB,
+ * the larger part of a shrink). Asynchronous; {@link prefaulted} tells when it is done.
+ */
+export interface StorePrefaulter {
+  /** Start touching every page of `store`; a later request replaces an unfinished one. */
+  prefault(store: SharedArrayBuffer): void
+  /** Whether every page of `store` (the last request) has been touched. */
+  prefaulted(store: SharedArrayBuffer): boolean
 }
 
 /** Told when the store's buffer changes (growth, shrink, revocation): re-read the views. */
@@ -240,12 +255,12 @@ export class FramePool {
   get bytesReserved(): number {
     return this.bytes.byteLength
   }
-  /** Bytes of per-frame metadata (typed arrays), honest to their allocated length. */
+  /** Bytes of per-frame metadata (typed arrays), honest to their allocated length, and of a store being prefaulted. */
   get metadataBytes(): number {
     const perSlab = this.slabUsed.byteLength + this.#slabFreeHead.byteLength + this.#slabClass.byteLength + this.#slabNext.byteLength + this.#slabPrev.byteLength
     const d = this.digests
-    const digestBytes = (this.writeGen?.byteLength ?? 0) + (d === null ? 0 : d.gen.byteLength + d.sum.byteLength + d.key.byteLength)
-    return this.refcount.byteLength + this.flags.byteLength + this.entry.byteLength + perSlab + this.#recycledBytes + digestBytes
+    const digestBytes = (this.writeGen?.byteLength ?? 0) + (d === null ? 0 : d.gen.byteLength + d.sum.byteLength + d.key.byteLength + d.zero.byteLength)
+    return this.refcount.byteLength + this.flags.byteLength + this.entry.byteLength + perSlab + this.#recycledBytes + digestBytes + (this.#spare?.byteLength ?? 0)
   }
   /** Slots in the per-frame arrays (highest frame id + 1 that may exist). */
   get capacity(): number {
@@ -257,6 +272,46 @@ export class FramePool {
   }
 
   // ---------------------------------------------------------------- store users and revocation
+
+  /** Prefaults stores for shrinks off this thread (set by an offloading scanner; shared stores only). */
+  prefaulter: StorePrefaulter | null = null
+  /** A smaller store allocated for a coming shrink and handed to the prefaulter. */
+  #spare: Uint8Array | null = null
+
+  /**
+   * A shrink to `frames` frames is coming. Without a {@link prefaulter} (or on an unshared
+   * store) returns true: shrink now. With one, returns true once a store of that size has been
+   * prefaulted off this thread (the shrink then takes it), else starts that (allocating the
+   * store now; replacing a spare of another size) and returns false: ask again later. If the
+   * store cannot be allocated, returns true (the shrink reports OutOfMemory as before).
+   */
+  prepareStore(frames: number): boolean {
+    const pf = this.prefaulter
+    if (pf === null || !this.shared) return true
+    const bytes = frames << this.pageShift
+    const spare = this.#spare
+    if (spare !== null && spare.byteLength === bytes) return pf.prefaulted(spare.buffer as SharedArrayBuffer)
+    this.#spare = null
+    let fresh: Uint8Array
+    try {
+      fresh = this.backing.allocate(bytes)
+    } catch {
+      return true
+    }
+    this.#spare = fresh
+    pf.prefault(fresh.buffer as SharedArrayBuffer)
+    return false
+  }
+
+  /** Whether a store for a coming shrink is being prefaulted (not done yet). */
+  get prefaulting(): boolean {
+    return this.#spare !== null && this.prefaulter !== null && !this.prefaulter.prefaulted(this.#spare.buffer as SharedArrayBuffer)
+  }
+
+  /** Drop a spare store (the prefaulter goes away, or the shrink it was for will not come). */
+  dropSpare(): void {
+    this.#spare = null
+  }
 
   /** Register a user of the store's views (a space caches them for its hot paths). */
   addUser(user: StoreUser): void {
@@ -294,7 +349,10 @@ export class FramePool {
    */
   #reallocate(frames: number, keep: number): void {
     const bytes = frames << this.pageShift
-    const fresh = allocating(`a frame store of ${bytes} bytes`, () => this.backing.allocate(bytes))
+    const spare = this.#spare
+    this.#spare = null
+    const ready = spare !== null && spare.byteLength === bytes && this.prefaulter !== null && this.prefaulter.prefaulted(spare.buffer as SharedArrayBuffer)
+    const fresh = ready ? spare : allocating(`a frame store of ${bytes} bytes`, () => this.backing.allocate(bytes))
     this.#copyLive(fresh, Math.min(keep, frames))
     const old = this.bytes.buffer as ArrayBuffer
     const lent = this.lentForWrite
@@ -437,6 +495,7 @@ export class FramePool {
       gen: new Int32Array(new SharedArrayBuffer(cap * 4)),
       sum: new Uint32Array(new SharedArrayBuffer(cap * 4)),
       key: new Uint32Array(new SharedArrayBuffer(cap * 4)),
+      zero: new Uint8Array(new SharedArrayBuffer(cap)),
     }))
   }
 

@@ -6,7 +6,7 @@
  * 1. host: before handing page `pi` (frame `f`) out, clear its PAGE_WRITABLE, so any later write
  *    faults, and every fault that makes a mapping of `f` writable bumps `writeGen[f]` (so does
  *    freeing `f`); the job carries `writeGen[f]` as it is now;
- * 2. worker: hash frame `f` in the shared store, publish `sum[f]`, `key[f]`, then
+ * 2. worker: hash frame `f` in the shared store, publish `sum[f]`, `key[f]`, `zero[f]`, then
  *    `Atomics.store(gen, f, jobGen)` (the release that makes the sums visible);
  * 3. host, later: a digest is used only while `Atomics.load(gen, f) === writeGen[f]`: no write
  *    could have reached `f` since the host protected it, so the bytes hashed are the bytes there.
@@ -19,7 +19,7 @@
  * digest arrays were replaced since, a hashing thread must fetch the new ones first.
  */
 import { Unsupported } from "../errors.ts"
-import type { FramePool } from "../memory/frames.ts"
+import type { FramePool, StorePrefaulter } from "../memory/frames.ts"
 import { makeFullChecksum, makeSampledKey, type PageHash } from "../core/checksum.ts"
 
 /** ctl word: jobs queued so far (host writes). */
@@ -30,7 +30,15 @@ const TAIL = 1
 const STOP = 2
 /** ctl word: rung (incremented, then notified) after every publish and on stop: a thread waits on it. */
 const BELL = 3
-const CTL_WORDS = 4
+/** ctl word: the last store-prefault request (host writes its sequence number; the store comes with the channel). */
+const PF_REQ = 4
+/** ctl word: the last store-prefault request done (hashing thread writes). */
+const PF_DONE = 5
+const CTL_WORDS = 6
+/** Bytes the hashing thread prefaults per job it takes, so hashing goes on meanwhile. */
+const PREFAULT_CHUNK = 1 << 20
+/** The OS page size the prefault touches (one write per page). */
+const OS_PAGE = 4096
 /** Words per job: frame, gen, version. */
 const JOB = 3
 
@@ -49,18 +57,26 @@ export interface OffloadChannel {
   readonly gen: SharedArrayBuffer
   readonly sum: SharedArrayBuffer
   readonly key: SharedArrayBuffer
+  /** Digest array `zero` (Uint8): 1 when the frame held only zero bytes. */
+  readonly zero: SharedArrayBuffer
   /** The job ring: ctl words then jobs. */
   readonly ring: SharedArrayBuffer
   readonly ringJobs: number
   /** 128 bits of key material of the engine's two page hashes. */
   readonly material: Uint32Array
+  /** A fresh store to prefault (see StorePrefaulter), or null; `spareSeq` numbers the request. */
+  readonly spare: SharedArrayBuffer | null
+  readonly spareSeq: number
 }
 
 /** Default ring size in jobs (12 bytes each). */
 export const OFFLOAD_RING_JOBS = 1 << 15
 
-/** Host side: queues frames for hashing and tells which digests are on their way. */
-export class HashOffload {
+/**
+ * Host side: queues frames for hashing and tells which digests are on their way; also the pool's
+ * {@link StorePrefaulter} (the hashing thread touches a shrink's new store between jobs).
+ */
+export class HashOffload implements StorePrefaulter {
   readonly #pool: FramePool
   readonly #material: Uint32Array
   readonly #ctl: Int32Array
@@ -74,6 +90,8 @@ export class HashOffload {
   #version = -1
   /** Jobs queued, all time. */
   queued = 0
+  #spare: SharedArrayBuffer | null = null
+  #spareSeq = 0
 
   constructor(pool: FramePool, material: Uint32Array | null, ringJobs = OFFLOAD_RING_JOBS) {
     if (material === null) throw new Unsupported("offload: an engine with an injected checksum cannot hash on another thread (a function cannot be shared)")
@@ -84,6 +102,18 @@ export class HashOffload {
     this.#ring = new SharedArrayBuffer((CTL_WORDS + ringJobs * JOB) * 4)
     this.#ctl = new Int32Array(this.#ring, 0, CTL_WORDS)
     this.#jobs = new Int32Array(this.#ring, CTL_WORDS * 4)
+    pool.prefaulter = this
+  }
+
+  prefault(store: SharedArrayBuffer): void {
+    this.#spare = store
+    this.#spareSeq++
+    Atomics.store(this.#ctl, PF_REQ, this.#spareSeq)
+    this.#ringBell()
+  }
+
+  prefaulted(store: SharedArrayBuffer): boolean {
+    return store === this.#spare && Atomics.load(this.#ctl, PF_DONE) === this.#spareSeq
   }
 
   /** The buffers a hashing thread works on now (call again when its version is older than a job's). */
@@ -98,9 +128,12 @@ export class HashOffload {
       gen: d.gen.buffer as SharedArrayBuffer,
       sum: d.sum.buffer as SharedArrayBuffer,
       key: d.key.buffer as SharedArrayBuffer,
+      zero: d.zero.buffer as SharedArrayBuffer,
       ring: this.#ring,
       ringJobs: this.#cap,
       material: this.#material.slice(),
+      spare: this.#spare,
+      spareSeq: this.#spareSeq,
     }
   }
 
@@ -163,6 +196,11 @@ export class HashOffload {
   stop(): void {
     Atomics.store(this.#ctl, STOP, 1)
     this.#ringBell()
+    if (this.#pool.prefaulter === this) {
+      this.#pool.prefaulter = null
+      this.#pool.dropSpare()
+    }
+    this.#spare = null
   }
 
   /** The store or digest arrays were replaced: digests start over, so queued marks do too. */
@@ -195,8 +233,17 @@ export class OffloadHasher {
   #gen: Int32Array
   #sum: Uint32Array
   #key: Uint32Array
+  #zero: Uint8Array
   #version: number
   #wpp: number
+  /** The full checksum of an all-zero page: only a page with this sum can be all zeros. */
+  readonly #zeroSum: number
+  /** The store to prefault (from the channel), its request number, and how far the touching got. */
+  #spare: Uint8Array | null = null
+  #spareSeq = 0
+  #pfPos = 0
+  /** The last prefault request finished. */
+  #pfDone = 0
   readonly #ctl: Int32Array
   readonly #jobs: Int32Array
   readonly #cap: number
@@ -215,21 +262,34 @@ export class OffloadHasher {
     this.#wpp = ch.pageSize >>> 2
     this.#full = makeFullChecksum(ch.material)
     this.#sampled = makeSampledKey(this.#wpp, ch.material)
+    this.#zeroSum = this.#full(new Uint32Array(this.#wpp), 0, this.#wpp)
     this.#tail = Atomics.load(this.#ctl, TAIL)
     this.#words = new Uint32Array(ch.store)
     this.#gen = new Int32Array(ch.gen)
     this.#sum = new Uint32Array(ch.sum)
     this.#key = new Uint32Array(ch.key)
+    this.#zero = new Uint8Array(ch.zero)
     this.#version = ch.version
+    this.#pfDone = Atomics.load(this.#ctl, PF_DONE)
+    this.#takeSpare(ch)
+  }
+
+  #takeSpare(ch: OffloadChannel): void {
+    if (ch.spare === null || ch.spareSeq <= this.#spareSeq) return
+    this.#spare = new Uint8Array(ch.spare)
+    this.#spareSeq = ch.spareSeq
+    this.#pfPos = 0
   }
 
   /** Take the buffers of a newer channel (same ring). */
   update(ch: OffloadChannel): void {
+    this.#takeSpare(ch)
     if (ch.version < this.#version) return
     this.#words = new Uint32Array(ch.store)
     this.#gen = new Int32Array(ch.gen)
     this.#sum = new Uint32Array(ch.sum)
     this.#key = new Uint32Array(ch.key)
+    this.#zero = new Uint8Array(ch.zero)
     this.#version = ch.version
   }
 
@@ -272,6 +332,7 @@ export class OffloadHasher {
   #jobGen = 0
   #jobSum = 0
   #jobKey = 0
+  #jobZero = 0
 
   /**
    * Take the next job and hash its frame (nothing published yet). Returns 1 when a digest is
@@ -284,6 +345,16 @@ export class OffloadHasher {
     if (Atomics.load(ctl, STOP) !== 0) {
       Atomics.store(ctl, TAIL, this.#tail)
       return -HasherState.Stopped - 1
+    }
+    // A store to prefault: a chunk per job, so hashing goes on; the store comes with the channel.
+    const pfReq = Atomics.load(ctl, PF_REQ)
+    if (pfReq !== this.#pfDone) {
+      if (this.#spareSeq < pfReq) {
+        Atomics.store(ctl, TAIL, this.#tail)
+        this.wantVersion = this.#version
+        return -HasherState.NeedChannel - 1
+      }
+      if (this.#prefaultChunk(pfReq) && this.#tail === Atomics.load(ctl, HEAD)) return 0
     }
     if (this.#tail === Atomics.load(ctl, HEAD)) {
       Atomics.store(ctl, TAIL, this.#tail)
@@ -304,18 +375,50 @@ export class OffloadHasher {
     if (version !== this.#version || (f + 1) * wpp > this.#words.length || f >= this.#gen.length) return 0
     this.#f = f
     this.#jobGen = jobs[j + 1]!
-    this.#jobSum = this.#full(this.#words, f * wpp, wpp)
-    this.#jobKey = this.#sampled(this.#words, f * wpp, wpp)
+    const words = this.#words
+    const start = f * wpp
+    const sum = this.#full(words, start, wpp)
+    this.#jobSum = sum
+    this.#jobKey = this.#sampled(words, start, wpp)
+    // Exact, not hashed: only a page with the zero page's sum is read again (from cache, just hashed).
+    let zero = 0
+    if (sum === this.#zeroSum) {
+      let i = start
+      const end = start + wpp
+      while (i < end && words[i] === 0) i++
+      zero = i === end ? 1 : 0
+    }
+    this.#jobZero = zero
     return 1
   }
 
-  /** Publish the digest {@link take} computed: the sums first, then the gen (the release). */
+  /**
+   * Touch the next chunk of the store of request `req` (one write per OS page: the first-touch
+   * fault happens here, not on the host). True while some is left; false once done (published).
+   */
+  #prefaultChunk(req: number): boolean {
+    const u8 = this.#spare
+    if (u8 !== null && this.#spareSeq === req) {
+      const end = Math.min(u8.length, this.#pfPos + PREFAULT_CHUNK)
+      for (let i = this.#pfPos; i < end; i += OS_PAGE) u8[i] = 0
+      this.#pfPos = end
+      if (end < u8.length) return true
+    }
+    // Done (or superseded by a newer request whose store has not come yet: the next take asks).
+    this.#spare = null
+    this.#pfDone = req
+    Atomics.store(this.#ctl, PF_DONE, req)
+    return false
+  }
+
+  /** Publish the digest {@link take} computed: sums and zero flag first, then the gen (the release). */
   publish(): void {
     const f = this.#f
     if (f < 0) return
     this.#f = -1
     this.#sum[f] = this.#jobSum
     this.#key[f] = this.#jobKey
+    this.#zero[f] = this.#jobZero
     Atomics.store(this.#gen, f, this.#jobGen)
     this.hashed++
   }

@@ -4,7 +4,7 @@ import type { AddressSpace, Engine } from "./internals.ts"
 
 /**
  * Every digest the host would use (core.digested) for a page of `spaces` equals a fresh hash of
- * its frame's bytes. Returns the first page whose digest is stale, as text, or null.
+ * its frame's bytes, and its zero flag says exactly whether the frame is all zeros. Returns the first page whose digest is stale, as text, or null.
  */
 export function staleDigest(engine: Engine, spaces: Iterable<AddressSpace>): string | null {
   const { pool, core } = engine
@@ -16,6 +16,7 @@ export function staleDigest(engine: Engine, spaces: Iterable<AddressSpace>): str
       const f = space.pte[p]!
       if (f === ZERO_FRAME || !core.digested(f)) continue
       if (d.sum[f] !== core.checksum(pool.words, f * wpp, wpp) || d.key[f] !== core.key(pool.words, f * wpp, wpp)) return `${space.name}[${p}] (frame ${f}): a stale digest passes as valid`
+      if (d.zero[f] !== (pool.isZero(f) ? 1 : 0)) return `${space.name}[${p}] (frame ${f}): the zero flag says ${d.zero[f]}, the bytes say otherwise`
     }
   }
   return null

