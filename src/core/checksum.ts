@@ -2,10 +2,10 @@
  * Page checksums. Both run over a frame's words in place (no copy, no allocation), and both
  * are keyed with secret material drawn per engine from the OS CSPRNG (see random.ts):
  *
- * - {@link makeFullChecksum}: every word of the page, like the kernel's `calc_checksum`
+ * - {@link keyedFullChecksum} ({@link makeFullChecksum} as a closure): every word of the page, like the kernel's `calc_checksum`
  *   (xxhash). The scanner uses it to decide whether a page stayed unchanged between two
  *   visits, and the merge table uses it as the second-level key of a crowded sampled key.
- * - {@link makeSampledKey}: the merge table's index. It reads a keyed sample of the page
+ * - {@link keyedSampledKey} ({@link makeSampledKey} as a closure): the merge table's index. It reads a keyed sample of the page
  *   (64 words at positions derived from the key), which is what lets merge() run faster
  *   than a full hash. It only finds candidates: a match is always confirmed by a full
  *   memcmp, so a weak key can cost time but never correctness.
@@ -96,88 +96,108 @@ function derive(key: Uint32Array, tag: number, n: number): Uint32Array {
   return out
 }
 
+/** The 8 key words of an engine's full checksum (4 lane keys, 4 lane seeds), derived from its key material. */
+export function fullChecksumKey(key: Uint32Array): Int32Array {
+  return new Int32Array(derive(key, 0x46554c4c, 8))
+}
+
 /**
- * The keyed full-page checksum of an engine: four lanes, each word rotated and added to a
- * secret lane key before the multiply (no top-bit differential survives a step). About as
- * fast as {@link fullChecksum}.
+ * The keyed full-page checksum: four lanes, each word rotated and added to a secret lane key
+ * before the multiply (no top-bit differential survives a step). About as fast as
+ * {@link fullChecksum}. One function for every engine, its key a parameter
+ * ({@link fullChecksumKey}): a closure per engine made the engine's call site see several
+ * targets, and a process's later engines hashed 1.5-2x slower than its first.
  */
-export function makeFullChecksum(key: Uint32Array): PageHash {
-  const k = derive(key, 0x46554c4c, 8)
-  const k0 = k[0]! | 0
-  const k1 = k[1]! | 0
-  const k2 = k[2]! | 0
-  const k3 = k[3]! | 0
-  const i0 = k[4]! | 0
-  const i1 = k[5]! | 0
-  const i2 = k[6]! | 0
-  const i3 = k[7]! | 0
-  return (words: Uint32Array, start: number, count: number): number => {
-    let a = i0
-    let b = i1
-    let c = i2
-    let d = i3
-    const end = start + count
-    for (let i = start; i < end; i += 4) {
-      let x = a ^ words[i]!
-      a = Math.imul(((x << 16) | (x >>> 16)) + k0, 0x01000193)
-      x = b ^ words[i + 1]!
-      b = Math.imul(((x << 16) | (x >>> 16)) + k1, 0x01000193)
-      x = c ^ words[i + 2]!
-      c = Math.imul(((x << 16) | (x >>> 16)) + k2, 0x01000193)
-      x = d ^ words[i + 3]!
-      d = Math.imul(((x << 16) | (x >>> 16)) + k3, 0x01000193)
-    }
-    return fmix(a ^ Math.imul(b ^ (a >>> 13), 3) ^ Math.imul(c, 5) ^ Math.imul(d, 7) ^ count)
+export function keyedFullChecksum(k: Int32Array, words: Uint32Array, start: number, count: number): number {
+  const k0 = k[0]!
+  const k1 = k[1]!
+  const k2 = k[2]!
+  const k3 = k[3]!
+  let a = k[4]!
+  let b = k[5]!
+  let c = k[6]!
+  let d = k[7]!
+  const end = start + count
+  for (let i = start; i < end; i += 4) {
+    let x = a ^ words[i]!
+    a = Math.imul(((x << 16) | (x >>> 16)) + k0, 0x01000193)
+    x = b ^ words[i + 1]!
+    b = Math.imul(((x << 16) | (x >>> 16)) + k1, 0x01000193)
+    x = c ^ words[i + 2]!
+    c = Math.imul(((x << 16) | (x >>> 16)) + k2, 0x01000193)
+    x = d ^ words[i + 3]!
+    d = Math.imul(((x << 16) | (x >>> 16)) + k3, 0x01000193)
   }
+  return fmix(a ^ Math.imul(b ^ (a >>> 13), 3) ^ Math.imul(c, 5) ^ Math.imul(d, 7) ^ count)
+}
+
+/** {@link keyedFullChecksum} under `key` as a {@link PageHash} (cold callers and tests). */
+export function makeFullChecksum(key: Uint32Array): PageHash {
+  const k = fullChecksumKey(key)
+  return (words, start, count) => keyedFullChecksum(k, words, start, count)
 }
 
 /** Number of words {@link makeSampledKey} reads. */
 export const SAMPLE_WORDS = 64
 
+/** Runs of 4 words {@link keyedSampledKey} reads, one per sixteenth of the page. */
+const RUNS = 16
+
 /**
- * Build the keyed sampler for pages of `wordsPerPage` words: 16 runs of 4 words, one run
- * in each sixteenth of the page at a key-chosen offset. Runs of 4 keep the reads
- * cache-friendly; one run per sixteenth keeps any localized difference likely to show.
- * `key` is 128 bits of secret material (or a number, expanded with {@link expandSeed}).
+ * The key words of an engine's sampled key for pages of `wordsPerPage` words, derived from its
+ * 128-bit key material (or a number, expanded with {@link expandSeed}): two seeds, then each
+ * run's word offset, then each run's key.
  */
-export function makeSampledKey(wordsPerPage: number, key: Uint32Array | number): PageHash {
+export function sampledKeyParams(wordsPerPage: number, key: Uint32Array | number): Int32Array {
   const material = typeof key === "number" ? expandSeed(key) : key
-  const runs = 16
-  const span = wordsPerPage / runs
-  const d = derive(material, 0x53414d50, runs + 2 + runs)
-  const offsets = new Int32Array(runs)
-  for (let r = 0; r < runs; r++) offsets[r] = r * span + (d[r]! % (span - 3))
-  const seed0 = d[runs]! | 0
-  const seed1 = d[runs + 1]! | 0
-  const add = new Int32Array(runs)
-  for (let r = 0; r < runs; r++) add[r] = d[runs + 2 + r]! | 0
-  return (words: Uint32Array, start: number): number => {
-    let a = seed0
-    let b = seed1
-    for (let r = 0; r < runs; r += 2) {
-      const i = start + offsets[r]!
-      const j = start + offsets[r + 1]!
-      const ka = add[r]!
-      const kb = add[r + 1]!
-      let x = a ^ words[i]!
-      a = Math.imul(((x << 16) | (x >>> 16)) + ka, M1)
-      x = a ^ words[i + 1]!
-      a = Math.imul(((x << 16) | (x >>> 16)) + ka, M2)
-      x = a ^ words[i + 2]!
-      a = Math.imul(((x << 16) | (x >>> 16)) + ka, M1)
-      x = a ^ words[i + 3]!
-      a = Math.imul(((x << 16) | (x >>> 16)) + ka, M2)
-      x = b ^ words[j]!
-      b = Math.imul(((x << 16) | (x >>> 16)) + kb, M1)
-      x = b ^ words[j + 1]!
-      b = Math.imul(((x << 16) | (x >>> 16)) + kb, M2)
-      x = b ^ words[j + 2]!
-      b = Math.imul(((x << 16) | (x >>> 16)) + kb, M1)
-      x = b ^ words[j + 3]!
-      b = Math.imul(((x << 16) | (x >>> 16)) + kb, M2)
-    }
-    return fmix(a ^ Math.imul(b, 5))
+  const span = wordsPerPage / RUNS
+  const d = derive(material, 0x53414d50, RUNS + 2 + RUNS)
+  const p = new Int32Array(2 + 2 * RUNS)
+  p[0] = d[RUNS]! | 0
+  p[1] = d[RUNS + 1]! | 0
+  for (let r = 0; r < RUNS; r++) p[2 + r] = r * span + (d[r]! % (span - 3))
+  for (let r = 0; r < RUNS; r++) p[2 + RUNS + r] = d[RUNS + 2 + r]! | 0
+  return p
+}
+
+/**
+ * The keyed sampled key of the page at `words[start..]`: 16 runs of 4 words, one run in each
+ * sixteenth of the page at a key-chosen offset ({@link sampledKeyParams}). Runs of 4 keep the
+ * reads cache-friendly; one run per sixteenth keeps any localized difference likely to show.
+ * One function for every engine (see {@link keyedFullChecksum} for why).
+ */
+export function keyedSampledKey(p: Int32Array, words: Uint32Array, start: number): number {
+  let a = p[0]!
+  let b = p[1]!
+  for (let r = 0; r < RUNS; r += 2) {
+    const i = start + p[2 + r]!
+    const j = start + p[3 + r]!
+    const ka = p[2 + RUNS + r]!
+    const kb = p[3 + RUNS + r]!
+    let x = a ^ words[i]!
+    a = Math.imul(((x << 16) | (x >>> 16)) + ka, M1)
+    x = a ^ words[i + 1]!
+    a = Math.imul(((x << 16) | (x >>> 16)) + ka, M2)
+    x = a ^ words[i + 2]!
+    a = Math.imul(((x << 16) | (x >>> 16)) + ka, M1)
+    x = a ^ words[i + 3]!
+    a = Math.imul(((x << 16) | (x >>> 16)) + ka, M2)
+    x = b ^ words[j]!
+    b = Math.imul(((x << 16) | (x >>> 16)) + kb, M1)
+    x = b ^ words[j + 1]!
+    b = Math.imul(((x << 16) | (x >>> 16)) + kb, M2)
+    x = b ^ words[j + 2]!
+    b = Math.imul(((x << 16) | (x >>> 16)) + kb, M1)
+    x = b ^ words[j + 3]!
+    b = Math.imul(((x << 16) | (x >>> 16)) + kb, M2)
   }
+  return fmix(a ^ Math.imul(b, 5))
+}
+
+/** {@link keyedSampledKey} for pages of `wordsPerPage` words under `key`, as a {@link PageHash} (cold callers and tests). */
+export function makeSampledKey(wordsPerPage: number, key: Uint32Array | number): PageHash {
+  const p = sampledKeyParams(wordsPerPage, key)
+  return (words, start) => keyedSampledKey(p, words, start)
 }
 
 /** Second-level table key of a page whose sampled key `key` (already salted) is crowded. */

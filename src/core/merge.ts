@@ -12,7 +12,7 @@ import { PAGE_KSM_ZERO, PAGE_MERGED, PAGE_PINNED, PAGE_UFFD_WP, PAGE_WRITABLE } 
 import { secretWords } from "../memory/random.ts"
 import type { PagedSpace } from "../memory/space.ts"
 import { checkBool, checkFunction, checkIntIn, readStringArray, show } from "../validate.ts"
-import { type ChecksumFunction, domainSalt, expandSeed, fromBytesChecksum, makeFullChecksum, makeSampledKey, type PageHash, secondKey } from "./checksum.ts"
+import { type ChecksumFunction, domainSalt, expandSeed, fromBytesChecksum, fullChecksumKey, keyedFullChecksum, keyedSampledKey, type PageHash, sampledKeyParams, secondKey } from "./checksum.ts"
 import { MergeTable } from "./table.ts"
 
 /** What merge() did, page by page. */
@@ -174,10 +174,11 @@ export class MergeCore implements SharingObserver {
   readonly maxCandidates: number
   /** Bucket entries one lookup level may visit. */
   readonly maxWalk: number
-  /** Table key of a page: keyed sample hash (or the injected checksum). */
-  readonly key: PageHash
-  /** Keyed full-page checksum: the scanner's stability test and the second-level table key. */
-  readonly checksum: PageHash
+  /** The sampled key's key words (keyedSampledKey), or the injected checksum that replaces it. */
+  readonly #sampleKey: Int32Array
+  readonly #injected: PageHash | null
+  /** The full checksum's key words (keyedFullChecksum). */
+  readonly #fullKey: Int32Array
   /** Every domain is secure. */
   readonly secure: boolean
   /** Secure mode: earlier passes a candidate must stay unwritten before it merges. */
@@ -235,10 +236,22 @@ export class MergeCore implements SharingObserver {
     const material = seed === undefined ? secretWords(4) : expandSeed(seed)
     this.#material = options.checksum !== undefined ? null : Uint32Array.from(material)
     this.#wordsPerPage = pool.pageSize >>> 2
-    this.key = options.checksum !== undefined ? guarded(pool, fromBytesChecksum(options.checksum)) : makeSampledKey(this.#wordsPerPage, material)
-    this.checksum = makeFullChecksum(material)
+    this.#injected = options.checksum !== undefined ? guarded(pool, fromBytesChecksum(options.checksum)) : null
+    this.#sampleKey = sampledKeyParams(this.#wordsPerPage, material)
+    this.#fullKey = fullChecksumKey(material)
     this.zeroKey = this.key(pool.words, 0, this.#wordsPerPage)
     pool.observer = this
+  }
+
+  /** Table key of the page at `words[start..]` (`count` words): keyed sample hash, or the injected checksum. */
+  key(words: Uint32Array, start: number, count: number): number {
+    if (this.#injected !== null) return this.#injected(words, start, count)
+    return keyedSampledKey(this.#sampleKey, words, start)
+  }
+
+  /** Keyed full-page checksum: the scanner's stability test and the second-level table key. */
+  checksum(words: Uint32Array, start: number, count: number): number {
+    return keyedFullChecksum(this.#fullKey, words, start, count)
   }
 
   /** Salt of a domain's table keys (0 when domains may merge). */

@@ -20,7 +20,7 @@
  */
 import { Unsupported } from "../errors.ts"
 import type { FramePool, StorePrefaulter } from "../memory/frames.ts"
-import { makeFullChecksum, makeSampledKey, type PageHash } from "../core/checksum.ts"
+import { fullChecksumKey, keyedFullChecksum, keyedSampledKey, sampledKeyParams } from "../core/checksum.ts"
 
 /** ctl word: jobs queued so far (host writes). */
 const HEAD = 0
@@ -247,8 +247,9 @@ export class OffloadHasher {
   readonly #ctl: Int32Array
   readonly #jobs: Int32Array
   readonly #cap: number
-  readonly #full: PageHash
-  readonly #sampled: PageHash
+  /** The engine's two hashes' key words (the same functions as the engine's, so the same digests). */
+  readonly #fullKey: Int32Array
+  readonly #sampleKey: Int32Array
   #tail: number
   /** The version a job asked for (after NeedChannel). */
   wantVersion = -1
@@ -260,9 +261,9 @@ export class OffloadHasher {
     this.#jobs = new Int32Array(ch.ring, CTL_WORDS * 4)
     this.#cap = ch.ringJobs
     this.#wpp = ch.pageSize >>> 2
-    this.#full = makeFullChecksum(ch.material)
-    this.#sampled = makeSampledKey(this.#wpp, ch.material)
-    this.#zeroSum = this.#full(new Uint32Array(this.#wpp), 0, this.#wpp)
+    this.#fullKey = fullChecksumKey(ch.material)
+    this.#sampleKey = sampledKeyParams(this.#wpp, ch.material)
+    this.#zeroSum = keyedFullChecksum(this.#fullKey, new Uint32Array(this.#wpp), 0, this.#wpp)
     this.#tail = Atomics.load(this.#ctl, TAIL)
     this.#words = new Uint32Array(ch.store)
     this.#gen = new Int32Array(ch.gen)
@@ -377,9 +378,9 @@ export class OffloadHasher {
     this.#jobGen = jobs[j + 1]!
     const words = this.#words
     const start = f * wpp
-    const sum = this.#full(words, start, wpp)
+    const sum = keyedFullChecksum(this.#fullKey, words, start, wpp)
     this.#jobSum = sum
-    this.#jobKey = this.#sampled(words, start, wpp)
+    this.#jobKey = keyedSampledKey(this.#sampleKey, words, start)
     // Exact, not hashed: only a page with the zero page's sum is read again (from cache, just hashed).
     let zero = 0
     if (sum === this.#zeroSum) {
