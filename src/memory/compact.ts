@@ -38,7 +38,7 @@ export interface CompactReport {
   pagesSwept: number
   /** Slabs the pool dropped (their buffers are no longer referenced by the engine). */
   slabsReleased: number
-  /** Bytes of slab memory released: what the process can give back once the GC runs. */
+  /** Bytes the store shrank by (the slabs dropped and the store's headroom): what the process can give back once the GC runs. */
   bytesReleased: number
   /**
    * Frames still to move to release every slab the current plan can free (0 when `done`).
@@ -257,7 +257,7 @@ export interface CompactionTotals {
   readonly framesMoved: number
   readonly pagesRewritten: number
   readonly slabsReleased: number
-  /** Slab bytes released in total: memory handed back to the runtime. */
+  /** Bytes the store shrank by, in total: memory handed back to the runtime. */
   readonly bytesReleased: number
   /** Longest single step, in milliseconds. */
   readonly longestMs: number
