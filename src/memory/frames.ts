@@ -13,7 +13,8 @@
  * Memory goes back by shrinking: compaction moves the live frames of the top slabs
  * into free frames below, then the store is reallocated smaller ({@link FramePool.shrink}).
  * Stores of 32 MiB and more are above glibc's largest dynamic mmap threshold, so the old store
- * is unmapped when the runtime frees it, however many cycles a long-lived host runs.
+ * is unmapped when the runtime frees it, however many cycles a long-lived host runs; so a store
+ * above 4 MiB is made at least 32 MiB (see MMAP_STORE_BYTES).
  *
  * Frame 0 is the engine's zero frame (ZERO_PAGE): never written, never freed,
  * never moved. Every unpopulated page and every merge-placed zero page maps it.
@@ -122,6 +123,20 @@ export interface StoreUser {
  * stay below 2^31; past it they would wrap negative and reads/writes would miss the store.
  */
 export const MAX_STORE_BYTES = 2 ** 31 - 65536
+
+/**
+ * A store above SMALL_STORE_BYTES is made at least MMAP_STORE_BYTES, the part past the slabs
+ * needed left as headroom (never written, so never resident). glibc serves every allocation of
+ * 32 MiB and more with a mapping of its own, which freeing the store unmaps: its dynamic mmap
+ * threshold never rises past 32 MiB (DEFAULT_MMAP_THRESHOLD_MAX, 64-bit). Below that, once the
+ * threshold has risen (freeing a mapped block of up to 32 MiB raises it to the block's size, as
+ * the store's own growth did at 27 MiB), stores come from the heap, whose free top is kept up to
+ * twice the threshold: measured as 50-55 MiB still resident after dispose in 1 of 4 cycles of a
+ * long-lived process. The stores up to SMALL_STORE_BYTES that may still land there add up to a
+ * few MiB.
+ */
+const SMALL_STORE_BYTES = 4 << 20
+const MMAP_STORE_BYTES = 32 << 20
 
 /** Page tables kept for reuse: a fork or createSpace of the same size skips the first-touch faults of fresh memory. */
 const RECYCLE_BYTES = 64 << 20
@@ -546,11 +561,19 @@ export class FramePool {
     const to = Math.min(maxFrames, Math.ceil((listed + need) / fps) * fps)
     const have = this.storeFrames
     if (this.failpoint !== null) this.failpoint("store")
-    // The store grows by at least half, in whole slabs.
-    const size = to > have ? Math.min(maxFrames, Math.ceil(Math.max(to, have + (have >>> 1)) / fps) * fps) : have
+    // The store grows by at least half.
+    const size = to > have ? this.#storeSize(Math.max(to, have + (have >>> 1))) : have
     this.#growArrays(to, Math.ceil(to / fps), size)
     if (size > have) this.#reallocate(size, listed)
     this.#addSlabs(listed, to)
+  }
+
+  /** Frames of a new store for `frames` frames: whole slabs, at least MMAP_STORE_BYTES above SMALL_STORE_BYTES, never past the cap. */
+  #storeSize(frames: number): number {
+    const fps = this.framesPerSlab
+    let n = Math.ceil(frames / fps) * fps
+    if (n * this.pageSize > SMALL_STORE_BYTES) n = Math.max(n, Math.ceil(MMAP_STORE_BYTES / this.pageSize / fps) * fps)
+    return Math.min(Math.floor(this.maxMemoryBytes / this.pageSize), n)
   }
 
   /** List the frames [from, to) of a grown store as free slabs (highest first: the lowest new slab heads the empty class). */
@@ -635,17 +658,18 @@ export class FramePool {
 
   /**
    * Shrink the store to its first `slabs` slabs, which must hold every frame in use (compaction
-   * moved the rest down): the store is reallocated at that size, copying only what stays, and
-   * the old buffer (with its headroom) goes back to the runtime. Returns the bytes released (0
-   * if nothing changed). Throws OutOfMemory having changed nothing if the smaller store cannot
-   * be allocated.
+   * moved the rest down): the store is reallocated at that size (at least MMAP_STORE_BYTES above
+   * SMALL_STORE_BYTES, the rest headroom), copying only what stays, and the old buffer goes back
+   * to the runtime. Returns the bytes the store shrank by: 0 if nothing changed, and 0 too when
+   * the new store is as large as the old (the slabs dropped become fresh headroom: their memory
+   * still goes back). Throws OutOfMemory having changed nothing if the new store cannot be allocated.
    */
   shrink(slabs: number): number {
     if (slabs < 1 || slabs >= this.slabCount) return 0
     for (let s = slabs; s < this.slabCount; s++) if (this.slabUsed[s] !== 0) throw new Error(`shrink: slab ${s} still holds frames`)
     const frames = slabs * this.framesPerSlab
     const before = this.bytes.byteLength
-    this.#reallocate(Math.min(frames, this.storeFrames), frames)
+    this.#reallocate(Math.min(this.#storeSize(frames), this.storeFrames), frames)
     for (let s = slabs; s < this.slabCount; s++) {
       if (this.#slabClass[s]! >= 0) this.#unlist(s, this.#slabClass[s]!)
       this.#freeCount -= this.slabFrames[s]!
