@@ -42,6 +42,20 @@ export function rssAnon(): number | null {
   }
 }
 
+/**
+ * Anonymous bytes of glibc's main heap (the `[heap]` mapping of /proc/self/smaps), or null where
+ * there is none. Memory freed into the heap and not trimmed stays there: a residue after dispose
+ * that sits in `[heap]` is the C allocator's, not a store still referenced.
+ */
+export function heapAnon(): number | null {
+  try {
+    const m = /^[0-9a-f]+-[0-9a-f]+ [^\n]*\[heap\]\n(?:[A-Za-z_]+:[^\n]*\n)*?Anonymous:\s+(\d+) kB/m.exec(readFileSync("/proc/self/smaps", "utf8"))
+    return m === null ? null : Number(m[1]) * 1024
+  } catch {
+    return null
+  }
+}
+
 /** Why the cycles cannot run here (not Linux, or no gc()), or null. */
 export function cyclesUnavailable(): string | null {
   if (rssAnon() === null) return `RssAnon is not available on ${process.platform} (/proc/self/status): the memory-return cycles are Linux-only`
@@ -85,6 +99,8 @@ export interface Cycle {
   readonly dropRatio: number
   /** afterDispose - the start of the run. */
   readonly residual: number
+  /** Of afterDispose, the anonymous bytes of glibc's main heap ({@link heapAnon}; 0 where unknown). */
+  readonly heapAfterDispose: number
   readonly mergeMs: number
   readonly compactMs: number
   readonly slabsReleased: number
@@ -120,7 +136,7 @@ export interface CyclesOptions {
 }
 
 /** What a cycle measures before its space is gone; the caller reads RssAnon after dispose. */
-type CyclePart = Omit<Cycle, "afterDispose" | "residual">
+type CyclePart = Omit<Cycle, "afterDispose" | "residual" | "heapAfterDispose">
 
 /**
  * Populate, merge, compact and dispose one space on `engine` (on a shared engine, compact
@@ -172,10 +188,10 @@ export async function runCycles(options: CyclesOptions): Promise<CyclesResult> {
   for (let k = 0; k < cycles; k++) {
     const part = await cycle(shared, size, contents, chunk, k)
     const afterDispose = await settledRssAnon()
-    const c: Cycle = { ...part, afterDispose, residual: afterDispose - start }
+    const c: Cycle = { ...part, afterDispose, residual: afterDispose - start, heapAfterDispose: heapAnon() ?? 0 }
     out.push(c)
     options.log?.(
-      `cycle ${k + 1}: claimed ${mib(c.claimed)}, RssAnon ${mib(c.populated)} -> ${mib(c.afterCompact)} (drop ${(100 * c.dropRatio).toFixed(0)}% of claimed) -> ${mib(c.afterDispose)} after dispose (start ${mib(start)})`,
+      `cycle ${k + 1}: claimed ${mib(c.claimed)}, RssAnon ${mib(c.populated)} -> ${mib(c.afterCompact)} (drop ${(100 * c.dropRatio).toFixed(0)}% of claimed) -> ${mib(c.afterDispose)} after dispose (start ${mib(start)}; glibc heap ${mib(c.heapAfterDispose)})`,
     )
   }
   return { size, sharedEngine: shared !== null, start, cycles: out }

@@ -39,8 +39,11 @@ export interface MemoryReport {
   /** Frames reserved in slabs but unused. */
   readonly framesFree: number
   /**
-   * Bytes of slab memory the engine holds: what the process really holds for frames.
-   * Always `bytesInUse + bytesFree + pageSize` (the zero frame).
+   * Bytes of the frame store the engine holds: what the process really holds for frames.
+   * Always `bytesInUse + bytesFree + pageSize` (the zero frame) plus the store's headroom:
+   * the store grows by half again at a time (and a store above 4 MiB is at least 32 MiB, so
+   * glibc maps it apart from its heap), and its slabs are listed as free frames only as they
+   * are needed; the headroom past them is never written, so it costs no resident memory.
    */
   readonly bytesReserved: number
   /** Bytes of frames mapped by pages (framesInUse * pageSize). */

@@ -36,9 +36,12 @@ export interface CompactReport {
   pagesRewritten: number
   /** Page-table entries read by the sweep (every page of every live space; 0 when nothing moved). */
   pagesSwept: number
-  /** Slabs the pool dropped (their buffers are no longer referenced by the engine). */
+  /** Slabs the pool dropped: their memory goes back to the OS once the GC frees the old store. */
   slabsReleased: number
-  /** Bytes of slab memory released: what the process can give back once the GC runs. */
+  /**
+   * Bytes the store shrank by: the slabs dropped and the headroom past them, less the headroom
+   * the new store keeps (a store above 4 MiB is at least 32 MiB: RFC, "The frame store").
+   */
   bytesReleased: number
   /**
    * Frames still to move to release every slab the current plan can free (0 when `done`).
@@ -197,11 +200,8 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
       pool.prepareStore(target)
     } else if (empty && waitForStore && !pool.prepareStore(target)) shrinkDeferred = true
     else if (empty) {
-      const released = pool.shrink(keep)
-      if (released > 0) {
-        report.bytesReleased += released
-        report.slabsReleased += nSlots - keep
-      }
+      report.bytesReleased += pool.shrink(keep)
+      report.slabsReleased += nSlots - pool.slabCount
     }
   }
 
@@ -267,7 +267,7 @@ export interface CompactionTotals {
   readonly framesMoved: number
   readonly pagesRewritten: number
   readonly slabsReleased: number
-  /** Slab bytes released in total: memory handed back to the runtime. */
+  /** Bytes the store shrank by, in total: memory handed back to the runtime. */
   readonly bytesReleased: number
   /** Longest single step, in milliseconds. */
   readonly longestMs: number

@@ -7,10 +7,14 @@
  * in one step, and a space's word access is one typed-array access over the store. The store
  * is divided into slabs of `framesPerSlab` frames for placement (frames go to the fullest slab,
  * lowest first) and grows by reallocation (at least by half, so growth copies O(1) per byte
- * amortised). Memory goes back by shrinking: compaction moves the live frames of the top slabs
+ * amortised). Slabs are listed (their frames put on the free list, the per-frame arrays grown
+ * to cover them) only as frames are needed: the store's headroom past the last listed slab is
+ * never written, and the per-frame arrays grow with the frames used, not with the store.
+ * Memory goes back by shrinking: compaction moves the live frames of the top slabs
  * into free frames below, then the store is reallocated smaller ({@link FramePool.shrink}).
  * Stores of 32 MiB and more are above glibc's largest dynamic mmap threshold, so the old store
- * is unmapped when the runtime frees it, however many cycles a long-lived host runs.
+ * is unmapped when the runtime frees it, however many cycles a long-lived host runs; so a store
+ * above 4 MiB is made at least 32 MiB (see MMAP_STORE_BYTES).
  *
  * Frame 0 is the engine's zero frame (ZERO_PAGE): never written, never freed,
  * never moved. Every unpopulated page and every merge-placed zero page maps it.
@@ -135,6 +139,20 @@ export interface StoreUser {
  */
 export const MAX_STORE_BYTES = 2 ** 31 - 65536
 
+/**
+ * A store above SMALL_STORE_BYTES is made at least MMAP_STORE_BYTES, the part past the slabs
+ * needed left as headroom (never written, so never resident). glibc serves every allocation of
+ * 32 MiB and more with a mapping of its own, which freeing the store unmaps: its dynamic mmap
+ * threshold never rises past 32 MiB (DEFAULT_MMAP_THRESHOLD_MAX, 64-bit). Below that, once the
+ * threshold has risen (freeing a mapped block of up to 32 MiB raises it to the block's size, as
+ * the store's own growth did at 27 MiB), stores come from the heap, whose free top is kept up to
+ * twice the threshold: measured as 50-55 MiB still resident after dispose in 1 of 4 cycles of a
+ * long-lived process. The stores up to SMALL_STORE_BYTES that may still land there add up to a
+ * few MiB.
+ */
+const SMALL_STORE_BYTES = 4 << 20
+const MMAP_STORE_BYTES = 32 << 20
+
 /** Page tables kept for reuse: a fork or createSpace of the same size skips the first-touch faults of fresh memory. */
 const RECYCLE_BYTES = 64 << 20
 
@@ -183,6 +201,8 @@ export class FramePool {
   #classBits = 0
   #freeCount = 0
   #capacity = 0
+  /** Frames of the listed slabs; the store's frames beyond them are headroom, not on any free list and never written. */
+  #listed = 0
   #inUse = 0
   /** Frames returned to the free list since the pool was made (monotonic; the auto-compaction trigger reads it). */
   frees = 0
@@ -251,7 +271,12 @@ export class FramePool {
   get framesFree(): number {
     return this.#freeCount
   }
-  /** Bytes of the store: what the engine holds for frames (free frames never written cost the process no resident memory). */
+  /**
+   * Bytes of the store: what the engine holds for frames. The listed slabs (frames in use, free
+   * frames, the zero frame) and the headroom beyond them: growth adds half the store at a time,
+   * and slabs are listed from the headroom only as frames are needed. Headroom and free frames
+   * never written cost the process no resident memory.
+   */
   get bytesReserved(): number {
     return this.bytes.byteLength
   }
@@ -476,7 +501,7 @@ export class FramePool {
   enableDigests(): void {
     if (!this.shared) throw new Unsupported("digests need a shared frame store (new Engine({ sharedMemory: true }))")
     if (this.writeGen !== null) return
-    const cap = this.#capacity
+    const cap = Math.max(this.#capacity, this.storeFrames)
     this.writeGen = allocating("write generations", () => new Int32Array(cap).fill(1))
     this.digests = this.#newDigests(cap)
     this.sharedVersion++
@@ -576,26 +601,38 @@ export class FramePool {
   }
 
   /**
-   * Grow the store until `n` frames are free, or throw OutOfMemory having changed nothing. The
+   * List more slabs until `n` frames are free, or throw OutOfMemory having changed nothing. Only
+   * the slabs needed are listed, taken from the store's headroom; when that is not enough the
    * store grows by at least half its size (bounded by maxMemoryBytes), so populating memory
-   * copies each byte O(1) times on average.
+   * copies each byte O(1) times on average. The headroom is never written, and the per-frame
+   * arrays grow with the listed frames, not with the store.
    */
   #reserve(n: number): void {
     const need = n - this.#freeCount
     const fps = this.framesPerSlab
     const maxFrames = Math.floor(this.maxMemoryBytes / this.pageSize)
-    const have = this.storeFrames
-    if (have + need > maxFrames) {
+    const listed = this.#listed
+    if (listed + need > maxFrames) {
       const cap = this.maxMemoryBytes === MAX_STORE_BYTES ? `the frame store's limit (${MAX_STORE_BYTES} bytes, 2 GiB less 64 KiB)` : `maxMemoryBytes (${this.maxMemoryBytes})`
       throw new OutOfMemory(`${cap} reached: ${need} more frame(s) needed`)
     }
-    // Whole slabs, at least half the store more, never past the cap (the last slab may be short).
-    let frames = Math.max(have + need, have + (have >>> 1))
-    frames = Math.min(maxFrames, Math.ceil(frames / fps) * fps)
+    // Whole slabs, never past the cap (the last slab may be short).
+    const to = Math.min(maxFrames, Math.ceil((listed + need) / fps) * fps)
+    const have = this.storeFrames
     if (this.failpoint !== null) this.failpoint("store")
-    this.#growArrays(frames, Math.ceil(frames / fps))
-    this.#reallocate(frames, have)
-    this.#addSlabs(have, frames)
+    // The store grows by at least half.
+    const size = to > have ? this.#storeSize(Math.max(to, have + (have >>> 1))) : have
+    this.#growArrays(to, Math.ceil(to / fps), size)
+    if (size > have) this.#reallocate(size, listed)
+    this.#addSlabs(listed, to)
+  }
+
+  /** Frames of a new store for `frames` frames: whole slabs, at least MMAP_STORE_BYTES above SMALL_STORE_BYTES, never past the cap. */
+  #storeSize(frames: number): number {
+    const fps = this.framesPerSlab
+    let n = Math.ceil(frames / fps) * fps
+    if (n * this.pageSize > SMALL_STORE_BYTES) n = Math.max(n, Math.ceil(MMAP_STORE_BYTES / this.pageSize / fps) * fps)
+    return Math.min(Math.floor(this.maxMemoryBytes / this.pageSize), n)
   }
 
   /** List the frames [from, to) of a grown store as free slabs (highest first: the lowest new slab heads the empty class). */
@@ -627,9 +664,11 @@ export class FramePool {
       this.#relist(s, 0)
     }
     this.slabCount = last
+    this.#listed = to
   }
 
-  #growArrays(frames: number, slots: number): void {
+  /** Grow the per-slab arrays to `slots`, the per-frame arrays to `frames` and the digests (if kept) to a store of `storeFrames`. */
+  #growArrays(frames: number, slots: number, storeFrames: number): void {
     while (this.slabFrames.length < slots) this.slabFrames.push(0)
     if (this.slabUsed.length < slots) {
       const n = Math.max(slots, this.slabUsed.length * 2)
@@ -648,6 +687,18 @@ export class FramePool {
       this.#slabClass = cl
       this.slabUsed = u
     }
+    // The digests cover the whole store, so they are replaced only when the store is (which
+    // sends the hashing thread to the new buffers anyway), not each time slabs are listed.
+    if (this.writeGen !== null && this.writeGen.length < storeFrames) {
+      const wg = new Int32Array(storeFrames).fill(1)
+      wg.set(this.writeGen)
+      // Fresh digest arrays: copying the old ones while the worker writes them could pair one
+      // frame's new gen with its old sum. Digests lost here are recomputed.
+      const d = this.#newDigests(storeFrames)
+      this.writeGen = wg
+      this.digests = d
+      this.sharedVersion++
+    }
     if (frames <= this.#capacity) return
     // Grow by an eighth, not double: these arrays are most of the per-page metadata, and
     // copying them ~9x over the pool's life is cheap next to the frames they describe.
@@ -658,16 +709,6 @@ export class FramePool {
     fl.set(this.flags)
     const en = new Int32Array(cap).fill(-1)
     en.set(this.entry)
-    if (this.writeGen !== null) {
-      const wg = new Int32Array(cap).fill(1)
-      wg.set(this.writeGen)
-      // Fresh digest arrays: copying the old ones while the worker writes them could pair one
-      // frame's new gen with its old sum. Digests lost here are recomputed.
-      const d = this.#newDigests(cap)
-      this.writeGen = wg
-      this.digests = d
-      this.sharedVersion++
-    }
     this.refcount = rc
     this.flags = fl
     this.entry = en
@@ -676,16 +717,18 @@ export class FramePool {
 
   /**
    * Shrink the store to its first `slabs` slabs, which must hold every frame in use (compaction
-   * moved the rest down): the store is reallocated at that size, copying only what stays, and
-   * the old buffer goes back to the runtime. Returns the bytes released (0 if nothing changed).
-   * Throws OutOfMemory having changed nothing if the smaller store cannot be allocated.
+   * moved the rest down): the store is reallocated at that size (at least MMAP_STORE_BYTES above
+   * SMALL_STORE_BYTES, the rest headroom), copying only what stays, and the old buffer goes back
+   * to the runtime. Returns the bytes the store shrank by: 0 if nothing changed, and 0 too when
+   * the new store is as large as the old (the slabs dropped become fresh headroom: their memory
+   * still goes back). Throws OutOfMemory having changed nothing if the new store cannot be allocated.
    */
   shrink(slabs: number): number {
     if (slabs < 1 || slabs >= this.slabCount) return 0
     for (let s = slabs; s < this.slabCount; s++) if (this.slabUsed[s] !== 0) throw new Error(`shrink: slab ${s} still holds frames`)
     const frames = slabs * this.framesPerSlab
     const before = this.bytes.byteLength
-    this.#reallocate(Math.min(frames, this.storeFrames), frames)
+    this.#reallocate(Math.min(this.#storeSize(frames), this.storeFrames), frames)
     for (let s = slabs; s < this.slabCount; s++) {
       if (this.#slabClass[s]! >= 0) this.#unlist(s, this.#slabClass[s]!)
       this.#freeCount -= this.slabFrames[s]!
@@ -693,6 +736,7 @@ export class FramePool {
       this.slabFrames[s] = 0
     }
     this.slabCount = slabs
+    this.#listed = Math.min(this.#listed, frames)
     return before - this.bytes.byteLength
   }
 

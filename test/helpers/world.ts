@@ -231,9 +231,12 @@ export function step<E extends { readonly k: string }>(w: World, op: Op | E, ext
 function compact(w: World, budget: number): void {
   const { engine } = w
   const before = engine.memory().framesInUse
+  const store = engine.pool.bytes.byteLength
+  const slabs = engine.pool.slabCount
   const r = engine.compact({ budgetPages: budget })
   expect(r.framesMoved).toBeLessThanOrEqual(budget)
-  expect(r.bytesReleased).toBe(r.slabsReleased * engine.pool.framesPerSlab * w.ps)
+  expect(r.slabsReleased).toBe(slabs - engine.pool.slabCount)
+  expect(r.bytesReleased).toBe(store - engine.pool.bytes.byteLength)
   expect(r.pagesRewritten).toBeGreaterThanOrEqual(r.framesMoved)
   expect(engine.memory().framesInUse).toBe(before)
   if (budget === Number.POSITIVE_INFINITY) {

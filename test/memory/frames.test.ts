@@ -217,6 +217,42 @@ describe("placement and slabs", () => {
     expect(p.slabCount).toBe(3)
   })
 
+  it("growth lists only the slabs needed; the rest of the store is headroom, listed as frames run out, without a copy", () => {
+    const p = pool()
+    for (let k = 0; k < 5; k++) take(p, FPS) // the store grows 1, 2, 3, 5, 8 slabs (half again each time)
+    expect(p.slabCount).toBe(6)
+    expect(p.bytesReserved).toBe(8 * FPS * PS)
+    expect(p.framesFree).toBe(FPS - 1)
+    expect(p.capacity).toBeLessThan(8 * FPS) // the per-frame arrays cover the listed slabs
+    expect([...p.freeFrames()].every((f) => f < 6 * FPS)).toBe(true)
+    const store = p.bytes
+    take(p, 2 * FPS) // from the headroom
+    expect([p.slabCount, p.bytes]).toEqual([8, store])
+  })
+
+  it("a store above 4 MiB is at least 32 MiB (glibc maps it apart from its heap); the shrink keeps the floor, its dropped slabs fresh", () => {
+    const MiB = 1 << 20
+    const p = new FramePool(resolveFramePoolOptions({ pageSize: 4096 }))
+    const fps = p.framesPerSlab
+    const frames = take(p, 7 * fps) // 8 MiB needed: 32 MiB
+    expect([p.slabCount, p.bytesReserved]).toEqual([8, 32 * MiB])
+    for (const f of frames) paint(p, f, 1)
+    for (const f of frames.filter((f) => f >= 5 * fps)) p.decref(f)
+    // Down to 5 slabs: the store keeps 32 MiB, reallocated, so the dropped slabs are unwritten headroom again.
+    const old = p.bytes
+    expect(p.shrink(5)).toBe(0)
+    expect([p.slabCount, p.bytesReserved, p.bytes === old]).toEqual([5, 32 * MiB, false])
+    expect(p.bytes.subarray(5 * MiB).every((b) => b === 0)).toBe(true)
+    // Down to 1 slab: at most 4 MiB, the exact size.
+    for (const f of frames.filter((f) => f >= fps - 1)) if (p.refcount[f] === 1) p.decref(f)
+    expect(p.shrink(1)).toBe(31 * MiB)
+    expect(p.bytesReserved).toBe(MiB)
+    // A cap below 32 MiB caps the floor too.
+    const capped = new FramePool(resolveFramePoolOptions({ pageSize: 4096, maxMemoryBytes: 6 * MiB }))
+    take(capped, 5 * fps)
+    expect(capped.bytesReserved).toBe(6 * MiB)
+  })
+
   it("revokeWrites moves the store to a new buffer (no copy, views of the old one detached) only if writes were lent", () => {
     const p = pool()
     const [f] = take(p, 1) as [number]
