@@ -193,12 +193,11 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
     for (let s = keep; s < nSlots && empty; s++) empty = used[s] === 0
     // The shrink copies every live frame: an automatic step leaves it to a later turn, so a host
     // that frees and reallocates in one burst (dispose a fork, fork again) does not pay it each time.
-    const target = Math.min(keep * fps, pool.storeFrames)
     if (empty && !shrinkNow) {
       shrinkDeferred = true
       // With a worker scanner, its thread prefaults the smaller store meanwhile (pool.prepareStore).
-      pool.prepareStore(target)
-    } else if (empty && waitForStore && !pool.prepareStore(target)) shrinkDeferred = true
+      pool.prepareStore(keep)
+    } else if (empty && waitForStore && !pool.prepareStore(keep)) shrinkDeferred = true
     else if (empty) {
       report.bytesReleased += pool.shrink(keep)
       report.slabsReleased += nSlots - pool.slabCount

@@ -304,16 +304,16 @@ export class FramePool {
   #spare: Uint8Array | null = null
 
   /**
-   * A shrink to `frames` frames is coming. Without a {@link prefaulter} (or on an unshared
-   * store) returns true: shrink now. With one, returns true once a store of that size has been
+   * A {@link shrink}(`slabs`) is coming. Without a {@link prefaulter} (or on an unshared
+   * store) returns true: shrink now. With one, returns true once the store it will take has been
    * prefaulted off this thread (the shrink then takes it), else starts that (allocating the
    * store now; replacing a spare of another size) and returns false: ask again later. If the
    * store cannot be allocated, returns true (the shrink reports OutOfMemory as before).
    */
-  prepareStore(frames: number): boolean {
+  prepareStore(slabs: number): boolean {
     const pf = this.prefaulter
     if (pf === null || !this.shared) return true
-    const bytes = frames << this.pageShift
+    const bytes = this.#shrunkStoreFrames(slabs) << this.pageShift
     const spare = this.#spare
     if (spare !== null && spare.byteLength === bytes) return pf.prefaulted(spare.buffer as SharedArrayBuffer)
     this.#spare = null
@@ -728,7 +728,7 @@ export class FramePool {
     for (let s = slabs; s < this.slabCount; s++) if (this.slabUsed[s] !== 0) throw new Error(`shrink: slab ${s} still holds frames`)
     const frames = slabs * this.framesPerSlab
     const before = this.bytes.byteLength
-    this.#reallocate(Math.min(this.#storeSize(frames), this.storeFrames), frames)
+    this.#reallocate(this.#shrunkStoreFrames(slabs), frames)
     for (let s = slabs; s < this.slabCount; s++) {
       if (this.#slabClass[s]! >= 0) this.#unlist(s, this.#slabClass[s]!)
       this.#freeCount -= this.slabFrames[s]!
@@ -738,6 +738,11 @@ export class FramePool {
     this.slabCount = slabs
     this.#listed = Math.min(this.#listed, frames)
     return before - this.bytes.byteLength
+  }
+
+  /** Frames of the store {@link shrink}(`slabs`) reallocates. */
+  #shrunkStoreFrames(slabs: number): number {
+    return Math.min(this.#storeSize(slabs * this.framesPerSlab), this.storeFrames)
   }
 
   /**

@@ -183,7 +183,8 @@ describe("store prefault: the hashing thread touches a shrink's new store", () =
     const e = new Engine({ seed: 5, sharedMemory: true })
     const scanner = e.scanner({ policy: "ksm", offload: true })
     const h = new OffloadHasher(scanner.offloadChannel()!)
-    const pages = 4096
+    // 128 MiB: large enough that the shrink gives back store (stores over 4 MiB are at least 32 MiB).
+    const pages = 32768
     const space = e.createSpace({ size: pages * PAGE })
     for (let p = 0; p < pages; p++) {
       space.fill(p * PAGE, PAGE, 1 + (p % 7))
@@ -202,13 +203,17 @@ describe("store prefault: the hashing thread touches a shrink's new store", () =
     }
   }
   const turn = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms))
+  /** Let the background compaction move frames (a budget per turn) until the shrink asks for its store. */
+  async function untilPrefaulting(e: Engine): Promise<void> {
+    for (let i = 0; i < 500 && !e.pool.prefaulting; i++) await new Promise((r) => setImmediate(r))
+    expect(e.pool.prefaulting).toBe(true)
+  }
 
   it("an automatic shrink waits until the thread prefaulted the smaller store, then copies into that very store", async () => {
     const { e, h, scanner, ref, space } = merged()
     const before = e.memory().bytesReserved
-    await turn()
+    await untilPrefaulting(e)
     // The background continuation asked for a smaller store and waits: nothing shrank yet.
-    expect(e.pool.prefaulting).toBe(true)
     expect(e.memory().bytesReserved).toBe(before)
     const spare = scanner.offloadChannel()!.spare!
     expect(spare.byteLength).toBeLessThan(before)
@@ -234,8 +239,7 @@ describe("store prefault: the hashing thread touches a shrink's new store", () =
   it("the host's idle call (engine.maybeCompact) shrinks at once, without waiting", async () => {
     const { e, h, scanner, ref, space } = merged()
     const before = e.memory().bytesReserved
-    await turn()
-    expect(e.pool.prefaulting).toBe(true)
+    await untilPrefaulting(e)
     e.maybeCompact()
     expect(e.memory().bytesReserved).toBeLessThan(before)
     expect(e.pool.prefaulting).toBe(false)
@@ -247,12 +251,12 @@ describe("store prefault: the hashing thread touches a shrink's new store", () =
 
   it("a spare counts in engine.memory() while it is held, and goes with the scanner", async () => {
     const { e, scanner } = merged()
-    await turn()
+    await untilPrefaulting(e)
     const spare = scanner.offloadChannel()!.spare!
     const held = e.memory().metadataBytes
     e.pool.dropSpare()
     expect(held - e.memory().metadataBytes).toBe(spare.byteLength)
-    e.pool.prepareStore(spare.byteLength / PAGE)
+    e.pool.prepareStore(1)
     expect(e.pool.prefaulting).toBe(true)
     // A scanner that does not offload replaces it: no prefaulter, no spare.
     e.scanner({ policy: "ksm" })
