@@ -102,20 +102,18 @@ function derive(key: Uint32Array, tag: number, n: number): Uint32Array {
  * fast as {@link fullChecksum}.
  */
 export function makeFullChecksum(key: Uint32Array): PageHash {
-  const k = derive(key, 0x46554c4c, 8)
-  const k0 = k[0]! | 0
-  const k1 = k[1]! | 0
-  const k2 = k[2]! | 0
-  const k3 = k[3]! | 0
-  const i0 = k[4]! | 0
-  const i1 = k[5]! | 0
-  const i2 = k[6]! | 0
-  const i3 = k[7]! | 0
+  const k = Int32Array.from(derive(key, 0x46554c4c, 8))
   return (words: Uint32Array, start: number, count: number): number => {
-    let a = i0
-    let b = i1
-    let c = i2
-    let d = i3
+    // Keys into locals per call: with several engines' closures V8 stops specialising on the
+    // context, and closure constants re-read (and unboxed) in the loop cost 2.6x (1.4 µs/page).
+    const k0 = k[0]!
+    const k1 = k[1]!
+    const k2 = k[2]!
+    const k3 = k[3]!
+    let a = k[4]!
+    let b = k[5]!
+    let c = k[6]!
+    let d = k[7]!
     const end = start + count
     for (let i = start; i < end; i += 4) {
       let x = a ^ words[i]!
