@@ -210,6 +210,8 @@ export class MergeCore implements SharingObserver {
   #hintSum = -1
   /** Equal-key entries the last #find compared. */
   #lastEqual = 0
+  /** Consecutive lookups that went to the second level (capped at 2): a run of crowded keys. */
+  #secondRun = 0
   /** Sampled keys that crowded: their pages live at the second level (see findCandidate). */
   readonly #crowded = new Set<number>()
   #chainCache = { version: -1, chains: 0, dups: 0 }
@@ -391,9 +393,12 @@ export class MergeCore implements SharingObserver {
     }
     // Constant pages of secure spaces share one salt: they may merge across secure domains.
     const s = secure && salt !== 0 && this.#isConstant(f) ? 0 : salt
+    // In a run of crowded keys (near-identical pages) the lookup needs the full checksum: take it
+    // first, so the sampled key reads cached lines (at most one wasted full hash as the run ends).
+    const sum = this.#secondRun >= 2 ? this.checksumOf(f) : -1
     const key = (this.keyOf(f) ^ s) >>> 0
     // 2. compare in full against every candidate with this key; keep the fullest one with room.
-    const e = this.findCandidate(f, key)
+    const e = this.findCandidate(f, key, sum)
     if (e >= 0) {
       // 3. remap.
       this.mergeInto(space, pi, e)
@@ -479,6 +484,7 @@ export class MergeCore implements SharingObserver {
     this.#hintSum = sum
     if (this.#crowded.size === 0 || !this.#crowded.has(key)) {
       const e = this.#find(f, key)
+      if (e !== CROWDED) this.#secondRun = 0
       if (e >= 0) return e
       if (e === NO_CANDIDATE) {
         // Inserting here would crowd the key: the insert crowds it first (see #placeKey).
@@ -492,6 +498,7 @@ export class MergeCore implements SharingObserver {
       }
       // Cut short by the bucket walk (other keys share the bucket): look at the second level too.
     }
+    if (this.#secondRun < 2) this.#secondRun++
     if (this.#hintSum < 0) this.#hintSum = this.checksumOf(f)
     const k2 = secondKey(this.#hintSum, key)
     this.#hintPlace = k2
