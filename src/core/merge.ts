@@ -187,6 +187,8 @@ export class MergeCore implements SharingObserver {
   lookupVisits = 0
   /** Key of the all-zero page in domain-free form, to test for zero pages cheaply. */
   readonly zeroKey: number
+  /** Full checksum of the all-zero page: in a crowded run, only a page with this sum is zero-tested. */
+  readonly #zeroSum: number
 
   // Counters kept incrementally, so stats() is O(1) for them.
   pagesShared = 0
@@ -240,6 +242,7 @@ export class MergeCore implements SharingObserver {
     this.key = options.checksum !== undefined ? guarded(pool, fromBytesChecksum(options.checksum)) : makeSampledKey(this.#wordsPerPage, material)
     this.checksum = makeFullChecksum(material)
     this.zeroKey = this.key(pool.words, 0, this.#wordsPerPage)
+    this.#zeroSum = this.checksum(pool.words, ZERO_FRAME * this.#wordsPerPage, this.#wordsPerPage)
     pool.observer = this
   }
 
@@ -385,17 +388,18 @@ export class MergeCore implements SharingObserver {
       this.#join(space, pi, pool.entry[f]!)
       return Outcome.Merged
     }
+    // In a run of crowded keys (near-identical pages) the lookup needs the full checksum: take it
+    // first, so the sampled key reads cached lines and only the zero page's sum pays the zero
+    // test (at most one wasted full hash as the run ends).
+    const sum = this.#secondRun >= 2 ? this.checksumOf(f) : -1
     // Zero test before the key: an all-zero page then costs one streaming memcmp and no key
     // (bench/merge: all-zero merge 2-3x faster); any other page almost always fails on its first word.
-    if (this.useZeroPages && pool.words[f * this.#wordsPerPage] === 0 && pool.isZero(f)) {
+    if (this.useZeroPages && pool.words[f * this.#wordsPerPage] === 0 && (sum === -1 || sum === this.#zeroSum) && pool.isZero(f)) {
       this.mapZero(space, pi)
       return Outcome.ZeroMapped
     }
     // Constant pages of secure spaces share one salt: they may merge across secure domains.
     const s = secure && salt !== 0 && this.#isConstant(f) ? 0 : salt
-    // In a run of crowded keys (near-identical pages) the lookup needs the full checksum: take it
-    // first, so the sampled key reads cached lines (at most one wasted full hash as the run ends).
-    const sum = this.#secondRun >= 2 ? this.checksumOf(f) : -1
     const key = (this.keyOf(f) ^ s) >>> 0
     // 2. compare in full against every candidate with this key; keep the fullest one with room.
     const e = this.findCandidate(f, key, sum)

@@ -230,4 +230,23 @@ describe("near-identical pages (crowded sampled keys) merge exactly", () => {
       checkCounters(engine)
     })
   }
+
+  it("zero pages inside a run of crowded near-zero pages still map the zero frame", () => {
+    const engine = new Engine({ seed: 18, autoCompact: false })
+    // Only variants on the zero page's sampled key: the run of crowded lookups never breaks.
+    const near = variants(new Uint8Array(PS), 200)
+      .filter((p) => engine.core.key(new Uint32Array(p.buffer), 0, PS / 4) === engine.core.zeroKey)
+      .slice(0, 120)
+    expect(near.length).toBe(120)
+    const zero = new Uint8Array(PS)
+    const pages = [...near.slice(0, 60), zero, zero, ...near.slice(60), zero, ...near.slice(0, 10)]
+    const a = engine.createSpace({ size: pages.length * PS })
+    pages.forEach((p, i) => a.write(i * PS, p))
+    const r = a.merge()
+    expect(r.zeroMapped).toBe(3)
+    expect(r.inserted).toBe(120)
+    expect(r.merged).toBe(10)
+    for (const i of [60, 61, 122]) expect(a.pte[i]).toBe(ZERO_FRAME)
+    checkCounters(engine)
+  })
 })
