@@ -212,8 +212,13 @@ export class MergeCore implements SharingObserver {
   #hintSum = -1
   /** Equal-key entries the last #find compared. */
   #lastEqual = 0
-  /** Consecutive lookups that went to the second level (capped at 2): a run of crowded keys. */
-  #secondRun = 0
+  /**
+   * Saturating count (0..3) of recent lookups that went to the second level (+1) or not (-1):
+   * at 2 or more, mergePage expects a crowded key. Each wrong guess (a first-level lookup or a
+   * zero page) costs one full hash and a step down, so wasted guesses never outnumber
+   * second-level lookups.
+   */
+  #crowdTrend = 0
   /** Sampled keys that crowded: their pages live at the second level (see findCandidate). */
   readonly #crowded = new Set<number>()
   #chainCache = { version: -1, chains: 0, dups: 0 }
@@ -390,11 +395,13 @@ export class MergeCore implements SharingObserver {
     }
     // In a run of crowded keys (near-identical pages) the lookup needs the full checksum: take it
     // first, so the sampled key reads cached lines and only the zero page's sum pays the zero
-    // test (at most one wasted full hash as the run ends).
-    const sum = this.#secondRun >= 2 ? this.checksumOf(f) : -1
+    // test (a wrong guess wastes one full hash; see #crowdTrend).
+    const sum = this.#crowdTrend >= 2 ? this.checksumOf(f) : -1
     // Zero test before the key: an all-zero page then costs one streaming memcmp and no key
     // (bench/merge: all-zero merge 2-3x faster); any other page almost always fails on its first word.
     if (this.useZeroPages && pool.words[f * this.#wordsPerPage] === 0 && (sum === -1 || sum === this.#zeroSum) && pool.isZero(f)) {
+      // A zero page makes no lookup: a crowded key guessed for it was a wrong guess.
+      if (sum !== -1) this.#crowdTrend--
       this.mapZero(space, pi)
       return Outcome.ZeroMapped
     }
@@ -488,7 +495,7 @@ export class MergeCore implements SharingObserver {
     this.#hintSum = sum
     if (this.#crowded.size === 0 || !this.#crowded.has(key)) {
       const e = this.#find(f, key)
-      if (e !== CROWDED) this.#secondRun = 0
+      if (e !== CROWDED && this.#crowdTrend > 0) this.#crowdTrend--
       if (e >= 0) return e
       if (e === NO_CANDIDATE) {
         // Inserting here would crowd the key: the insert crowds it first (see #placeKey).
@@ -502,7 +509,7 @@ export class MergeCore implements SharingObserver {
       }
       // Cut short by the bucket walk (other keys share the bucket): look at the second level too.
     }
-    if (this.#secondRun < 2) this.#secondRun++
+    if (this.#crowdTrend < 3) this.#crowdTrend++
     if (this.#hintSum < 0) this.#hintSum = this.checksumOf(f)
     const k2 = secondKey(this.#hintSum, key)
     this.#hintPlace = k2
