@@ -188,6 +188,8 @@ export class MergeCore implements SharingObserver {
   lookupVisits = 0
   /** Key of the all-zero page in domain-free form, to test for zero pages cheaply. */
   readonly zeroKey: number
+  /** Full checksum of the all-zero page: in a crowded run, only a page with this sum is zero-tested. */
+  readonly #zeroSum: number
 
   // Counters kept incrementally, so stats() is O(1) for them.
   pagesShared = 0
@@ -211,6 +213,13 @@ export class MergeCore implements SharingObserver {
   #hintSum = -1
   /** Equal-key entries the last #find compared. */
   #lastEqual = 0
+  /**
+   * Saturating count (0..3) of recent lookups that went to the second level (+1) or not (-1):
+   * at 2 or more, mergePage expects a crowded key. Each wrong guess (a first-level lookup or a
+   * zero page) costs one full hash and a step down, so wasted guesses never outnumber
+   * second-level lookups.
+   */
+  #crowdTrend = 0
   /** Sampled keys that crowded: their pages live at the second level (see findCandidate). */
   readonly #crowded = new Set<number>()
   #chainCache = { version: -1, chains: 0, dups: 0 }
@@ -240,6 +249,7 @@ export class MergeCore implements SharingObserver {
     this.#sampleKey = sampledKeyParams(this.#wordsPerPage, material)
     this.#fullKey = fullChecksumKey(material)
     this.zeroKey = this.key(pool.words, 0, this.#wordsPerPage)
+    this.#zeroSum = this.checksum(pool.words, ZERO_FRAME * this.#wordsPerPage, this.#wordsPerPage)
     pool.observer = this
   }
 
@@ -408,9 +418,15 @@ export class MergeCore implements SharingObserver {
       this.#join(space, pi, pool.entry[f]!)
       return Outcome.Merged
     }
+    // In a run of crowded keys (near-identical pages) the lookup needs the full checksum: take it
+    // first, so the sampled key reads cached lines and only the zero page's sum pays the zero
+    // test (a wrong guess wastes one full hash; see #crowdTrend).
+    const sum = this.#crowdTrend >= 2 ? this.checksumOf(f) : -1
     // Zero test before the key: an all-zero page then costs one streaming memcmp and no key
     // (bench/merge: all-zero merge 2-3x faster); any other page almost always fails on its first word.
-    if (this.useZeroPages && this.zeroFrame(f)) {
+    if (this.useZeroPages && (sum === -1 || sum === this.#zeroSum) && this.zeroFrame(f)) {
+      // A zero page makes no lookup: a crowded key guessed for it was a wrong guess.
+      if (sum !== -1) this.#crowdTrend--
       this.mapZero(space, pi)
       return Outcome.ZeroMapped
     }
@@ -418,7 +434,7 @@ export class MergeCore implements SharingObserver {
     const s = secure && salt !== 0 && this.#isConstant(f) ? 0 : salt
     const key = (this.keyOf(f) ^ s) >>> 0
     // 2. compare in full against every candidate with this key; keep the fullest one with room.
-    const e = this.findCandidate(f, key)
+    const e = this.findCandidate(f, key, sum)
     if (e >= 0) {
       // 3. remap.
       this.mergeInto(space, pi, e)
@@ -504,6 +520,7 @@ export class MergeCore implements SharingObserver {
     this.#hintSum = sum
     if (this.#crowded.size === 0 || !this.#crowded.has(key)) {
       const e = this.#find(f, key)
+      if (e !== CROWDED && this.#crowdTrend > 0) this.#crowdTrend--
       if (e >= 0) return e
       if (e === NO_CANDIDATE) {
         // Inserting here would crowd the key: the insert crowds it first (see #placeKey).
@@ -517,6 +534,7 @@ export class MergeCore implements SharingObserver {
       }
       // Cut short by the bucket walk (other keys share the bucket): look at the second level too.
     }
+    if (this.#crowdTrend < 3) this.#crowdTrend++
     if (this.#hintSum < 0) this.#hintSum = this.checksumOf(f)
     const k2 = secondKey(this.#hintSum, key)
     this.#hintPlace = k2
