@@ -23,6 +23,12 @@
  *   writers can therefore always build many distinct pages with one key. What bounds the cost
  *   is the lookup (merge.ts: at most `maxCandidates` memcmps and a bounded walk per key level)
  *   and the full-page second-level key a crowded chain falls back to.
+ * - A later review (issue 13) found a differential the rotation does not stop: bit 15 of a word
+ *   becomes bit 31, which the keyed addition and the multiply pass on linearly, and bit 31 of the
+ *   lane's next word cancels it, so every page has thousands of variants with its full checksum
+ *   under every key. The merge table and the scanner's unstable index therefore move a crowded
+ *   full-checksum key to a third level keyed by {@link keyedNh} (a universal hash: no
+ *   key-independent collisions), rather than relying on the full checksum to resist crafting.
  * - These are fast non-cryptographic hashes: they resist blind flooding, not an adversary who
  *   can observe many lookups' timing and search for collisions adaptively. The work bound
  *   holds whatever the hash does.
@@ -203,6 +209,43 @@ export function makeSampledKey(wordsPerPage: number, key: Uint32Array | number):
 /** Second-level table key of a page whose sampled key `key` (already salted) is crowded. */
 export function secondKey(fullSum: number, key: number): number {
   return fmix((fullSum ^ Math.imul(key, GOLDEN) ^ 0x2d4b5f1a) >>> 0)
+}
+
+/**
+ * Key words of {@link keyedNh} for pages of `wordsPerPage` words: one 32-bit word per page word
+ * (its two 16-bit halves are the NH keys of the word's two halves), derived from the key material.
+ */
+export function nhKey(material: Uint32Array, wordsPerPage: number): Int32Array {
+  return new Int32Array(derive(material, 0x4e48_3136, wordsPerPage))
+}
+
+/**
+ * NH (the universal hash of UMAC, RFC 4418) over 16-bit halves, keyed with {@link nhKey}: the sum
+ * over the page's words of `((lo + klo) mod 2^16) * ((hi + khi) mod 2^16)` mod 2^32. For any two
+ * different pages the probability over the key that they collide is at most 2^-16, however the
+ * pages were chosen: unlike the fast hashes above it has no key-independent differentials, so
+ * a page writer who does not know the key cannot make pages collide except by chance (spraying
+ * 2^16 pages per expected collision). About 2x the full checksum's cost; the merge table uses it
+ * only at its third key level, for full checksums that crowded (crafted pages).
+ */
+export function keyedNh(k: Int32Array, words: Uint32Array, start: number, count: number): number {
+  let s0 = 0
+  let s1 = 0
+  const end = start + count
+  for (let i = start, j = 0; i < end; i += 2, j += 2) {
+    const w = words[i]!
+    const v = words[i + 1]!
+    const ka = k[j]!
+    const kb = k[j + 1]!
+    s0 = (s0 + Math.imul(((w & 0xffff) + (ka & 0xffff)) & 0xffff, ((w >>> 16) + (ka >>> 16)) & 0xffff)) | 0
+    s1 = (s1 + Math.imul(((v & 0xffff) + (kb & 0xffff)) & 0xffff, ((v >>> 16) + (kb >>> 16)) & 0xffff)) | 0
+  }
+  return fmix(((s0 + s1) ^ count) >>> 0)
+}
+
+/** Third-level table key of a page whose second-level key `key2` crowded: its {@link keyedNh} with the key. */
+export function thirdKey(nh: number, key2: number): number {
+  return fmix((nh ^ Math.imul(key2, M1) ^ 0x6b43a9b5) >>> 0)
 }
 
 /** Adapt a user checksum over bytes to a {@link PageHash} (test and research use: it allocates a view). */

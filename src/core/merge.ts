@@ -12,7 +12,7 @@ import { PAGE_KSM_ZERO, PAGE_MERGED, PAGE_PINNED, PAGE_UFFD_WP, PAGE_WRITABLE } 
 import { secretWords } from "../memory/random.ts"
 import type { PagedSpace } from "../memory/space.ts"
 import { checkBool, checkFunction, checkIntIn, readStringArray, show } from "../validate.ts"
-import { type ChecksumFunction, domainSalt, expandSeed, fromBytesChecksum, fullChecksumKey, keyedFullChecksum, keyedSampledKey, type PageHash, sampledKeyParams, secondKey } from "./checksum.ts"
+import { type ChecksumFunction, domainSalt, expandSeed, fromBytesChecksum, fullChecksumKey, keyedFullChecksum, keyedNh, keyedSampledKey, nhKey, type PageHash, sampledKeyParams, secondKey, thirdKey } from "./checksum.ts"
 import { MergeTable } from "./table.ts"
 
 /** What merge() did, page by page. */
@@ -80,8 +80,9 @@ export interface MergeCoreOptions {
    */
   readonly seed?: number
   /**
-   * Most equal-key entries a lookup compares with a full memcmp at each of its two key levels
-   * (the sampled key, then the full-page key of a crowded sampled key); a lookup also visits at
+   * Most equal-key entries a lookup compares with a full memcmp at each of its key levels
+   * (the sampled key, the full-page key of a crowded sampled key, the NH key of a crowded
+   * full-page key); a lookup also visits at
    * most `64 * maxCandidates + 2048` bucket entries per level (integer compares: buckets are
    * keyed, so only legitimate max_page_sharing dups of one content make a bucket long). Past
    * both, a page is not inserted (Outcome.Crowded). Bounds the work a page writer can force per
@@ -222,6 +223,15 @@ export class MergeCore implements SharingObserver {
   #crowdTrend = 0
   /** Sampled keys that crowded: their pages live at the second level (see findCandidate). */
   readonly #crowded = new Set<number>()
+  /**
+   * Second-level keys that crowded (only pages crafted to collide on the full checksum do that):
+   * their pages live at the third level, keyed by the NH universal hash (see findCandidate).
+   */
+  readonly #crowded2 = new Set<number>()
+  /** NH key words, derived when a second-level key first crowds. */
+  #nhKey: Int32Array | null = null
+  /** The engine's key material (kept even with an injected checksum: the third level needs it). */
+  readonly #keyMaterial: Uint32Array
   #chainCache = { version: -1, chains: 0, dups: 0 }
   /** The hashes' key material (see hashMaterial); null with an injected checksum. */
   readonly #material: Uint32Array | null
@@ -244,6 +254,7 @@ export class MergeCore implements SharingObserver {
     // Secret key material: 128 bits from the OS CSPRNG unless a test fixed the seed.
     const material = seed === undefined ? secretWords(4) : expandSeed(seed)
     this.#material = options.checksum !== undefined ? null : Uint32Array.from(material)
+    this.#keyMaterial = Uint32Array.from(material)
     this.#wordsPerPage = pool.pageSize >>> 2
     this.#injected = options.checksum !== undefined ? guarded(pool, fromBytesChecksum(options.checksum)) : null
     this.#sampleKey = sampledKeyParams(this.#wordsPerPage, material)
@@ -509,10 +520,13 @@ export class MergeCore implements SharingObserver {
    * entry it holds moves to its second level at once ({@link #crowd}), so an identical page is
    * always found on the level where it sits: a flood of near-identical pages arriving after a
    * page cannot hide it. A lookup level compares at most `maxCandidates` equal-key entries and
-   * visits at most `maxWalk` bucket entries; CROWDED means even the second level was cut short
-   * (only full-checksum collisions do that). Work per call: at most 2 * maxCandidates memcmps,
-   * 2 * maxWalk entries and one full checksum (none when the caller passes `sum`, the frame's
-   * {@link checksumOf} it already holds; -1: not known).
+   * visits at most `maxWalk` bucket entries; the second level is cut short
+   * only by full-checksum collisions. A second-level key that crowds moves the same way to
+   * a third level keyed by NH ({@link thirdHash}), which crafted pages cannot make collide; CROWDED
+   * then means the third level was cut short too. Work per call: at most 3 * maxCandidates
+   * memcmps, 3 * maxWalk entries, one full checksum (none when the caller passes `sum`, the
+   * frame's {@link checksumOf} it already holds; -1: not known) and, for crowded full checksums
+   * only, one NH.
    */
   findCandidate(f: number, key: number, sum = -1): number {
     this.#hintFrame = f
@@ -537,10 +551,35 @@ export class MergeCore implements SharingObserver {
     if (this.#crowdTrend < 3) this.#crowdTrend++
     if (this.#hintSum < 0) this.#hintSum = this.checksumOf(f)
     const k2 = secondKey(this.#hintSum, key)
-    this.#hintPlace = k2
-    const e2 = this.#find(f, k2)
-    if (e2 >= 0) return e2
-    return e2 === CROWDED ? CROWDED : NO_CANDIDATE
+    if (this.#crowded2.size === 0 || !this.#crowded2.has(k2)) {
+      this.#hintPlace = k2
+      const e2 = this.#find(f, k2)
+      if (e2 >= 0) return e2
+      if (e2 === NO_CANDIDATE) {
+        // Full checksums collide (crafted pages): the insert moves this key to its third level.
+        if (this.#lastEqual >= this.maxCandidates) this.#hintPlace = CROWD2_ON_INSERT
+        return e2
+      }
+      if (e2 === FULL_CUT) return NO_CANDIDATE
+      // Cut short: the third level may hold it.
+    }
+    const k3 = thirdKey(this.#nhOf(f), k2)
+    this.#hintPlace = k3
+    const e3 = this.#find(f, k3)
+    if (e3 >= 0) return e3
+    return e3 === CROWDED ? CROWDED : NO_CANDIDATE
+  }
+
+  /** The third level's hash of frame `f`. */
+  #nhOf(f: number): number {
+    const wpp = this.#wordsPerPage
+    return this.thirdHash(this.pool.words, f * wpp, wpp)
+  }
+
+  /** The third key level's hash of the page at `words[start..]`: NH, keyed (its key derived on first use). */
+  thirdHash(words: Uint32Array, start: number, count: number): number {
+    if (this.#nhKey === null) this.#nhKey = nhKey(this.#keyMaterial, this.#wordsPerPage)
+    return keyedNh(this.#nhKey, words, start, count)
   }
 
   /** One bounded lookup level: an entry, NO_CANDIDATE (chain done), CROWDED or FULL_CUT (cut short). */
@@ -575,29 +614,56 @@ export class MergeCore implements SharingObserver {
     return r
   }
 
-  /** Key to insert frame `f` under: the sampled `key`, or its second level once that key is crowded. */
+  /**
+   * Key to insert frame `f` under: the sampled `key`, its second level once that key is crowded,
+   * or the third level once that one is.
+   */
   #placeKey(f: number, key: number): number {
     // Right after findCandidate on this frame and key (the usual case): where that lookup ended.
     const hinted = f === this.#hintFrame && key === this.#hintKey
     let place = hinted ? this.#hintPlace : -2
+    const sum = hinted && this.#hintSum >= 0 ? this.#hintSum : -1
     if (place === -2) {
-      if (this.#crowded.size !== 0 && this.#crowded.has(key)) return secondKey(this.checksumOf(f), key)
-      const table = this.table
-      let equal = 0
-      let visited = 0
-      place = key
-      for (let e = table.head(key); e !== -1; e = table.next[e]!) {
-        if (++visited > this.maxWalk) break
-        if (table.key[e] === key && ++equal >= this.maxCandidates) {
-          place = CROWD_ON_INSERT
-          break
-        }
-      }
-      this.lookupVisits += visited
+      if (this.#crowded.size === 0 || !this.#crowded.has(key)) place = this.#wouldCrowd(key) ? CROWD_ON_INSERT : key
+      else place = this.#secondPlace(f, key, sum)
     }
-    if (place !== CROWD_ON_INSERT) return place
-    this.#crowd(key)
-    return secondKey(hinted && this.#hintSum >= 0 ? this.#hintSum : this.checksumOf(f), key)
+    if (place === CROWD_ON_INSERT) {
+      this.#crowd(key)
+      return this.#secondPlace(f, key, sum)
+    }
+    if (place === CROWD2_ON_INSERT) {
+      const k2 = secondKey(sum >= 0 ? sum : this.checksumOf(f), key)
+      this.#crowd2(k2)
+      return thirdKey(this.#nhOf(f), k2)
+    }
+    return place
+  }
+
+  /** Where frame `f` of crowded sampled key `key` goes: its second-level key, or the third level's (crowding the second first if the insert would). */
+  #secondPlace(f: number, key: number, sum: number): number {
+    const k2 = secondKey(sum >= 0 ? sum : this.checksumOf(f), key)
+    if (this.#crowded2.size === 0 || !this.#crowded2.has(k2)) {
+      if (!this.#wouldCrowd(k2)) return k2
+      this.#crowd2(k2)
+    }
+    return thirdKey(this.#nhOf(f), k2)
+  }
+
+  /** Whether `key` already has as many entries as a lookup compares (a bounded walk). */
+  #wouldCrowd(key: number): boolean {
+    const table = this.table
+    let equal = 0
+    let visited = 0
+    let crowded = false
+    for (let e = table.head(key); e !== -1; e = table.next[e]!) {
+      if (++visited > this.maxWalk) break
+      if (table.key[e] === key && ++equal >= this.maxCandidates) {
+        crowded = true
+        break
+      }
+    }
+    this.lookupVisits += visited
+    return crowded
   }
 
   /**
@@ -610,7 +676,24 @@ export class MergeCore implements SharingObserver {
     const table = this.table
     const move: number[] = []
     for (let e = table.head(key); e !== -1; e = table.next[e]!) if (table.key[e] === key) move.push(e)
-    for (const e of move) table.rekey(e, secondKey(this.checksumOf(table.frame[e]!), key))
+    for (const e of move) {
+      const f = table.frame[e]!
+      const k2 = secondKey(this.checksumOf(f), key)
+      table.rekey(e, this.#crowded2.size !== 0 && this.#crowded2.has(k2) ? thirdKey(this.#nhOf(f), k2) : k2)
+    }
+  }
+
+  /**
+   * Second-level key `k2` crowded (full checksums that collide: crafted pages): as {@link #crowd},
+   * one level down, its entries move to their third-level keys (NH: no key-independent
+   * collisions), so an identical page is still found rather than given up on.
+   */
+  #crowd2(k2: number): void {
+    this.#crowded2.add(k2)
+    const table = this.table
+    const move: number[] = []
+    for (let e = table.head(k2); e !== -1; e = table.next[e]!) if (table.key[e] === k2) move.push(e)
+    for (const e of move) table.rekey(e, thirdKey(this.#nhOf(table.frame[e]!), k2))
   }
 
   /**
@@ -840,7 +923,10 @@ export class MergeCore implements SharingObserver {
     this.pool.ensureFree(need, "unmerge")
     // One reservation for every space: a per-space one could fail after earlier spaces changed.
     for (const s of spaces) this.#unmergeReserved(s, 0, s.pages)
-    if (this.table.size === 0) this.#crowded.clear()
+    if (this.table.size === 0) {
+      this.#crowded.clear()
+      this.#crowded2.clear()
+    }
     this.scan?.resetForUnmergeAll()
   }
 
@@ -909,7 +995,7 @@ export class MergeCore implements SharingObserver {
   /** Bytes the merge machinery holds: the table and the policy's per-page state. */
   get metadataBytes(): number {
     // A Set entry costs V8 about 16 bytes (hash table of key + chain).
-    return this.table.bytes + this.#crowded.size * 16 + this.scanCounters().metadataBytes
+    return this.table.bytes + (this.#crowded.size + this.#crowded2.size) * 16 + (this.#nhKey?.byteLength ?? 0) + this.scanCounters().metadataBytes
   }
 }
 
@@ -933,3 +1019,5 @@ export const CROWDED = -2
 const FULL_CUT = -3
 /** #hintPlace: the insert must crowd the key first (table keys are u32, so never -1). */
 const CROWD_ON_INSERT = -1
+/** #hintPlace: the insert must crowd the second-level key first. */
+const CROWD2_ON_INSERT = -3

@@ -13,6 +13,7 @@
  * one is disposed (its state is dropped at once); each visit also checks `space.disposed`.
  */
 import { type MergeCore, Outcome, type ScanCounters, type ScanSource } from "../core/merge.ts"
+import { thirdKey } from "../core/checksum.ts"
 import { Busy, InvalidArgument, OutOfMemory, ScannerDetached } from "../errors.ts"
 import { FRAME_KSM, type FramePool, ZERO_FRAME } from "../memory/frames.ts"
 import { PAGE_MERGED, PAGE_PINNED, PAGE_WRITABLE } from "../memory/flags.ts"
@@ -208,6 +209,8 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
   /** offload: the ring's tail when the thread was judged stuck (-1: not stuck). */
   #stuckAt = -1
   protected rWaited = false
+  /** Unstable-index keys a lookup found crowded (more equal keys than it compares): from the next pass their pages use the third level. */
+  readonly #crowdedU = new Set<number>()
   /** offload: pages this thread hashed itself because the hashing thread was stuck or the ring full. */
   hostHashes = 0
   /** offload: times the hashing thread was judged stuck (no digest for {@link OFFLOAD_STUCK_MILLIS}). */
@@ -375,6 +378,10 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
     const pool = this.pool
     const core = this.core
     const idx = this.index
+    // A key crowded by colliding full checksums (crafted pages) in an earlier pass: its pages meet
+    // under their third-level key (the core's NH), which crafted pages cannot make collide.
+    const third = this.#crowdedU.size !== 0 && this.#crowdedU.has(ukey)
+    if (third) ukey = thirdKey(core.thirdHash(pool.words, f << (pool.pageShift - 2), pool.pageSize >>> 2), ukey)
     const seq = this.seqnr & 0xff
     let visits = core.maxWalk
     let compares = core.maxCandidates
@@ -396,7 +403,10 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
         if (this.sameFrameStops) return
         continue
       }
-      if (--compares < 0) return
+      if (--compares < 0) {
+        if (!third) this.#crowdedU.add(ukey)
+        return
+      }
       if (pool.compare(tf, f) !== 0) continue
       // Identical: both are checked before either changes (a pinned page cannot be write-protected).
       if (pinned || (tb & PAGE_PINNED) !== 0) return
@@ -627,7 +637,7 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
 
   /** The counters engine.stats() reports. */
   scanCounters(): ScanCounters {
-    let bytes = this.index.bytes
+    let bytes = this.index.bytes + this.#crowdedU.size * 16
     for (const s of this.slots) bytes += s.bytes
     return {
       pagesScanned: this.#pagesScanned,
@@ -643,6 +653,7 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
 
   /** `echo 2 > run`: drop every rmap item, empty the indexes, cursor to the head, full_scans = 0. */
   resetForUnmergeAll(): void {
+    this.#crowdedU.clear()
     for (const s of this.slots) this.clearSlot(s)
     this.items = 0
     this.unshared = 0

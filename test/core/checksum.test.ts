@@ -8,7 +8,7 @@
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { xorshift32 } from "../../bench/xorshift.ts"
-import { domainSalt, expandSeed, fromBytesChecksum, fullChecksum, makeFullChecksum, makeSampledKey, type PageHash, SAMPLE_WORDS, secondKey } from "../../src/core/checksum.ts"
+import { domainSalt, expandSeed, fromBytesChecksum, fullChecksum, keyedNh, makeFullChecksum, makeSampledKey, nhKey, type PageHash, SAMPLE_WORDS, secondKey, thirdKey } from "../../src/core/checksum.ts"
 
 const WORDS = 1024 // a 4 KiB page
 
@@ -119,6 +119,57 @@ describe("sampled table key", () => {
     const read = wordsRead(key, big, WORDS)
     for (const i of read) expect(i).toBeGreaterThanOrEqual(WORDS)
     expect(key(big, WORDS, WORDS)).toBe(key(big.slice(WORDS), 0, WORDS))
+  })
+})
+
+describe("third-level hash (keyed NH)", () => {
+  /** NH over 16-bit halves, written plainly (the definition). */
+  function nhReference(k: Int32Array, w: Uint32Array): number {
+    let sum = 0
+    for (let i = 0; i < w.length; i++) {
+      const lo = ((w[i]! & 0xffff) + (k[i]! & 0xffff)) % 65536
+      const hi = ((w[i]! >>> 16) + (k[i]! >>> 16)) % 65536
+      sum = (sum + lo * hi) % 2 ** 32
+    }
+    return sum
+  }
+
+  it("is NH: equal NH sums give equal hashes and the hash is a bijection of the sum", () => {
+    const k = nhKey(expandSeed(3), WORDS)
+    const pages = Array.from({ length: 50 }, (_, i) => randomPage(100 + i))
+    const bySum = new Map<number, number>()
+    for (const p of pages) {
+      const h = keyedNh(k, p, 0, WORDS)
+      const r = nhReference(k, p)
+      if (bySum.has(r)) expect(bySum.get(r)).toBe(h)
+      bySum.set(r, h)
+    }
+    expect(new Set(pages.map((p) => keyedNh(k, p, 0, WORDS))).size).toBe(new Set(pages.map((p) => nhReference(k, p))).size)
+  })
+
+  it("the full checksum's key-independent differential (bit 15 of word i, bit 31 of word i + 4) does not carry over", () => {
+    const p = randomPage(7)
+    let fullCollisions = 0
+    let nhCollisions = 0
+    for (let seed = 1; seed <= 300; seed++) {
+      const material = expandSeed(seed)
+      const v = p.slice()
+      const i = seed % (WORDS - 4)
+      v[i] = v[i]! ^ 0x8000
+      v[i + 4] = v[i + 4]! ^ 0x80000000
+      if (makeFullChecksum(material)(p, 0, WORDS) === makeFullChecksum(material)(v, 0, WORDS)) fullCollisions++
+      const k = nhKey(material, WORDS)
+      if (keyedNh(k, p, 0, WORDS) === keyedNh(k, v, 0, WORDS)) nhCollisions++
+    }
+    // The weakness the third level is there for, and that it does not share it.
+    expect(fullCollisions).toBe(300)
+    expect(nhCollisions).toBe(0)
+  })
+
+  it("thirdKey is deterministic and one-to-one in each argument, and differs from secondKey", () => {
+    expect(new Set(Array.from({ length: 70_000 }, (_, i) => thirdKey(i * 2654435761, 7))).size).toBe(70_000)
+    expect(new Set(Array.from({ length: 10_000 }, (_, i) => thirdKey(7, i * 40503))).size).toBe(10_000)
+    expect(thirdKey(5, 9)).not.toBe(secondKey(5, 9))
   })
 })
 

@@ -278,6 +278,91 @@ describe("flooding with the real keyed key", () => {
     checkCounters(engine)
   })
 
+  it("variants crafted to collide on the keyed full checksum too (a key-independent differential) cannot stop two copies from merging", () => {
+    // Bit 15 of word v, rotated to bit 31, passes the keyed add and the multiply linearly; bit 31
+    // of word v + 4 (same lane, next step) cancels it: the same full checksum under every key.
+    // The third key level (NH, a universal hash) is what still separates them.
+    const P = 4096
+    const W = P / 4
+    const engine = new Engine({ autoCompact: false }) // a secret key from the CSPRNG
+    const known = new Uint32Array(W)
+    for (let i = 0; i < W; i++) known[i] = Math.imul(i + 1, 0x9e3779b1) >>> 0
+    const n = 200
+    const attack = new Uint8Array(n * P)
+    for (let v = 0; v < n; v++) {
+      const w = known.slice()
+      w[v] = w[v]! ^ 0x8000
+      w[v + 4] = w[v + 4]! ^ 0x80000000
+      attack.set(new Uint8Array(w.buffer), v * P)
+    }
+    const attacker = engine.createSpace({ size: n * P })
+    attacker.write(0, attack)
+    attacker.merge()
+    // They do collide on the full checksum (the differential is real)...
+    const sums = new Set<number>()
+    for (let v = 0; v < n; v++) sums.add(engine.core.checksumOf(attacker.pte[v]!))
+    expect(sums.size).toBe(1)
+    // ...and still two copies of the known page merge, and nothing else did.
+    const victim = engine.createSpace({ size: 2 * P })
+    victim.write(0, new Uint8Array(known.buffer))
+    victim.write(P, new Uint8Array(known.buffer))
+    const r = victim.merge()
+    expect(r.merged).toBe(1)
+    expect(r.skipped.crowded).toBe(0)
+    expect(victim.pte[0]).toBe(victim.pte[1])
+    expect(engine.stats().pagesSharing).toBe(1)
+    checkCounters(engine)
+  })
+
+  it("the same crafted variants cannot stop the scanner (ksm) from pairing two copies in its unstable index", () => {
+    const P = 4096
+    const W = P / 4
+    const engine = new Engine({ autoCompact: false })
+    const known = new Uint32Array(W)
+    for (let i = 0; i < W; i++) known[i] = Math.imul(i + 7, 0x85ebca6b) >>> 0
+    const n = 200
+    const attacker = engine.createSpace({ size: n * P })
+    for (let v = 0; v < n; v++) {
+      const w = known.slice()
+      w[v] = w[v]! ^ 0x8000
+      w[v + 4] = w[v + 4]! ^ 0x80000000
+      attacker.write(v * P, new Uint8Array(w.buffer))
+    }
+    attacker.advise(0, attacker.size, "mergeable")
+    // The victim's copies come after the attacker's variants in the scan order, every pass.
+    const victim = engine.createSpace({ size: 2 * P })
+    victim.write(0, new Uint8Array(known.buffer))
+    victim.write(P, new Uint8Array(known.buffer))
+    victim.advise(0, victim.size, "mergeable")
+    const ksmd = engine.scanner({ policy: "ksm", pagesToScan: 1000 })
+    while (engine.stats().fullScans < 6) ksmd.tick()
+    expect(victim.pte[0]).toBe(victim.pte[1])
+    expect(engine.stats().pagesSharing).toBe(1)
+    checkCounters(engine)
+  })
+
+  it("constant key AND constant full checksum: the third level still merges every identical page and nothing else", () => {
+    const maxCandidates = 4
+    const engine = new Engine({ pageSize: PS, checksum: () => 1, maxCandidates, seed: 5, autoCompact: false })
+    Object.assign(engine.core, { checksum: () => 2 })
+    const n = 120
+    const a = engine.createSpace({ size: 2 * n * PS })
+    const data = new Uint8Array(2 * n * PS)
+    // n distinct pages, each twice (the second copies in reverse order).
+    for (let i = 0; i < n; i++) {
+      const p = bytesOf(randomPage(1000 + i))
+      data.set(p, i * PS)
+      data.set(p, (2 * n - 1 - i) * PS)
+    }
+    a.write(0, data)
+    const w = mergeEachPage(engine, a)
+    expect(w.compares).toBeLessThanOrEqual(3 * maxCandidates)
+    for (let i = 0; i < n; i++) expect(a.pte[i]).toBe(a.pte[2 * n - 1 - i])
+    expect(engine.stats().pagesShared).toBe(n)
+    expect(engine.stats().pagesSharing).toBe(n)
+    checkCorrect(engine, [a], new Map([[a, data]]))
+  })
+
   it("many dups of one content in one bucket do not slow lookups of other contents in that bucket", () => {
     // Keys chosen so every page lands in bucket 0 of the table: the 0x42 dups under key 0,
     // the others under distinct keys that are multiples of 2^24 (a walk bound, not the

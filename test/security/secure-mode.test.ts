@@ -78,7 +78,7 @@ describe("secure mode: a write does not reveal whether another space holds the s
 
   it("a crowded page becomes a stand-in table entry: same state, same write cost as an inserted one", () => {
     const engine = new Engine({ pageSize: PS, secure: true, idlePasses: 0, checksum: () => 3, maxCandidates: 1, autoCompact: false })
-    Object.assign(engine.core, { checksum: () => 4 })
+    Object.assign(engine.core, { checksum: () => 4, thirdHash: () => 5 })
     const s = engine.createSpace({ size: 6 * PS })
     for (let i = 0; i < 6; i++) s.write(i * PS, page(2, i))
     const r = s.merge()
@@ -97,7 +97,7 @@ describe("secure mode: a write does not reveal whether another space holds the s
 
   it("without secure mode a crowded page stays writable (the signal secure mode removes)", () => {
     const engine = new Engine({ pageSize: PS, checksum: () => 3, maxCandidates: 1, autoCompact: false })
-    Object.assign(engine.core, { checksum: () => 4 })
+    Object.assign(engine.core, { checksum: () => 4, thirdHash: () => 5 })
     const s = engine.createSpace({ size: 6 * PS })
     for (let i = 0; i < 6; i++) s.write(i * PS, page(2, i))
     const r = s.merge()
