@@ -8,10 +8,13 @@
  * PTE bit 31 (the entry reads negative): private frame, no protection, a write goes straight to
  * the frame. Cleared by every kind of write protection. Only PagedSpace reads or changes PTEs:
  * everything else goes through its frameAt / isWritable / setFrame / revokeWrite / grantWrite.
- * `pte << pageShift` (and `<< pageShift - 2`) shifts the bit out, so the read paths need no mask.
  */
 export const PTE_WRITABLE = -0x80000000
-/** PTE bits 0..30: the frame number (below 2^31 >> pageShift: the store is at most 2 GiB). */
+/**
+ * PTE bits 0..30: where the frame starts in the store's Uint32Array, `frame << pageShift - 2`
+ * (below 2^29: the store is at most 2 GiB). An aligned word is at `(pte & PTE_FRAME) | word` and
+ * a byte at `(pte << 2) | offset` (the shift drops PTE_WRITABLE): no shift by the page size.
+ */
 export const PTE_FRAME = 0x7fffffff
 /** The PTE is an rmap entry of a merge-table frame (kernel: rmap_item on a stable node). */
 export const PAGE_MERGED = 2

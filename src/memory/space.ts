@@ -113,8 +113,9 @@ export class PagedSpace {
   readonly pages: number
 
   /**
-   * Page -> frame (0, the zero frame, when unpopulated or merge-placed zero), with PTE_WRITABLE
-   * (bit 31) on a writable page. Private: nothing outside reads a tagged entry as a frame.
+   * Page -> its frame's first word in the store (PTE_FRAME: `frame << pageShift - 2`; 0, the zero
+   * frame, when unpopulated or merge-placed zero), with PTE_WRITABLE (bit 31) on a writable page.
+   * Private: nothing outside reads an entry as a frame number (frameAt converts).
    */
   #pte: Int32Array = EMPTY_I32
   /** @internal PAGE_* bits per page. */
@@ -143,7 +144,7 @@ export class PagedSpace {
   // Hot-path state: private fields initialised with their final numeric types, so V8 keeps
   // them in-object and never checks or untags a Smi on the hot path.
   #shift = 12
-  /** pageShift - 2: frame number to its first word. */
+  /** pageShift - 2: frame number to its first word (a PTE's PTE_FRAME bits); cold paths only. */
   #wshift = 10
   #mask = 4095
   #end = 0
@@ -245,14 +246,14 @@ export class PagedSpace {
 
   /** Read one byte. */
   readU8(addr: number): number {
-    if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end) return this.#u8[(this.#pte[addr >>> this.#shift]! << this.#shift) | (addr & this.#mask)]!
+    if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end) return this.#u8[(this.#pte[addr >>> this.#shift]! << 2) | (addr & this.#mask)]!
     return this.#slowRead(addr, 1) >>> 0
   }
 
   /** Read a little-endian u16; any alignment, may straddle pages. */
   readU16(addr: number): number {
     if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU16 && (addr & this.#mask) !== this.#mask) {
-      return this.#dv.getUint16((this.#pte[addr >>> this.#shift]! << this.#shift) | (addr & this.#mask), true)
+      return this.#dv.getUint16((this.#pte[addr >>> this.#shift]! << 2) | (addr & this.#mask), true)
     }
     return this.#slowRead(addr, 2) >>> 0
   }
@@ -261,9 +262,9 @@ export class PagedSpace {
   readU32(addr: number): number {
     if (typeof addr === "number" && (addr >>> 0) === addr) {
       // Aligned: one Uint32Array load (#lastAligned is -1 on a big-endian host: DataView below).
-      if ((addr & 3) === 0 && addr <= this.#lastAligned) return this.#u32[(this.#pte[addr >>> this.#shift]! << this.#wshift) | ((addr & this.#mask) >>> 2)]!
+      if ((addr & 3) === 0 && addr <= this.#lastAligned) return this.#u32[(this.#pte[addr >>> this.#shift]! & 0x7fffffff) | ((addr & this.#mask) >>> 2)]!
       const off = addr & this.#mask
-      if (addr <= this.#lastU32 && off <= this.#mask - 3) return this.#dv.getUint32((this.#pte[addr >>> this.#shift]! << this.#shift) | off, true)
+      if (addr <= this.#lastU32 && off <= this.#mask - 3) return this.#dv.getUint32((this.#pte[addr >>> this.#shift]! << 2) | off, true)
     }
     // `>>> 0` (a no-op on its uint32 result) keeps the method's result an unboxed uint32 in the
     // caller's optimised code: without it, once the slow path has run, every result above
@@ -274,10 +275,10 @@ export class PagedSpace {
   /** Write one byte: the low 8 bits of `value`, a safe integer (NaN, fractions, Infinity: InvalidArgument). */
   writeU8(addr: number, value: number): void {
     if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end && typeof value === "number" && ((value >>> 0) === value || (value | 0) === value)) {
-      // One load: a writable page's entry is negative (PTE_WRITABLE), and `<<` shifts the bit out.
+      // One load: a writable page's entry is negative (PTE_WRITABLE), and `<< 2` shifts the bit out.
       const e = this.#pte[addr >>> this.#shift]!
       if (e < 0) {
-        this.#u8[(e << this.#shift) | (addr & this.#mask)] = value
+        this.#u8[(e << 2) | (addr & this.#mask)] = value
         return
       }
     }
@@ -299,7 +300,7 @@ export class PagedSpace {
     if (typeof addr === "number" && (addr >>> 0) === addr && (addr & 3) === 0 && addr <= this.#lastAligned && typeof value === "number" && ((value >>> 0) === value || (value | 0) === value)) {
       const e = this.#pte[addr >>> this.#shift]!
       if (e < 0) {
-        this.#u32[(e << this.#wshift) | ((addr & this.#mask) >>> 2)] = value
+        this.#u32[(e & 0x7fffffff) | ((addr & this.#mask) >>> 2)] = value
         return
       }
     }
@@ -315,7 +316,7 @@ export class PagedSpace {
     if (typeof addr === "number" && (addr >>> 0) === addr && (addr & 3) === 0 && addr <= this.#lastAligned && typeof delta === "number" && ((delta >>> 0) === delta || (delta | 0) === delta)) {
       const e = this.#pte[addr >>> this.#shift]!
       if (e < 0) {
-        const i = (e << this.#wshift) | ((addr & this.#mask) >>> 2)
+        const i = (e & 0x7fffffff) | ((addr & this.#mask) >>> 2)
         const u32 = this.#u32
         return (u32[i] = (u32[i]! + delta) >>> 0)
       }
@@ -336,7 +337,7 @@ export class PagedSpace {
     if (typeof addr === "number" && (addr >>> 0) === addr && (addr & 3) === 0 && addr <= this.#lastAligned) {
       const e = this.#pte[addr >>> this.#shift]!
       if (e < 0) {
-        const i = (e << this.#wshift) | ((addr & this.#mask) >>> 2)
+        const i = (e & 0x7fffffff) | ((addr & this.#mask) >>> 2)
         const next = this.#callUpdate(fn, this.#u32[i]!)
         return (this.#u32[i] = next)
       }
@@ -384,7 +385,7 @@ export class PagedSpace {
     if (off > this.#mask - (width - 1)) return this.#writeStraddle(addr, value, width)
     const pi = (addr - off) / this.pageSize
     if (this.#pte[pi]! >= 0) this.#faultOne(pi)
-    const o = (this.#pte[pi]! << this.#shift) | off
+    const o = (this.#pte[pi]! << 2) | off
     if (width === 1) this.#u8[o] = value
     else if (width === 2) this.#dv.setUint16(o, value, true)
     else this.#dv.setUint32(o, value, true)
@@ -398,7 +399,7 @@ export class PagedSpace {
     if (off > this.#mask - (width - 1)) return width === 2 ? this.readU8(addr) | (this.readU8(addr + 1) << 8) : this.#readU32Straddle(addr)
     const pi = (addr - off) / this.pageSize
     if (this.#missing !== null && this.#missing.has(pi)) this.#fetch(pi)
-    const o = (this.#pte[pi]! << this.#shift) | off
+    const o = (this.#pte[pi]! << 2) | off
     return width === 1 ? this.#u8[o]! : width === 2 ? this.#dv.getUint16(o, true) : this.#dv.getUint32(o, true)
   }
 
@@ -428,10 +429,10 @@ export class PagedSpace {
     // that needs no fault. Everything else, errors included, takes the checked path below.
     if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end && this.pool.busy === 0) {
       const e = this.#pte[addr >>> this.#shift]!
-      if (forWrite === false) return e << this.#shift
+      if (forWrite === false) return e << 2
       if (forWrite === true && e < 0 && !this.pool.shared) {
         this.pool.lentForWrite = true
-        return e << this.#shift
+        return e << 2
       }
     }
     return this.#translateChecked(addr, forWrite)
@@ -449,7 +450,7 @@ export class PagedSpace {
       if (this.#pte[pi]! >= 0) this.#faultOne(pi)
       this.pool.lentForWrite = true
     }
-    return this.#pte[pi]! << this.#shift
+    return this.#pte[pi]! << 2
   }
 
   /**
@@ -520,7 +521,7 @@ export class PagedSpace {
       const a = addr + done
       const off = a % ps
       const take = Math.min(ps - off, n - done)
-      this.#u8.set(view.subarray(done, done + take), (this.#pte[(a - off) / ps]! << this.#shift) + off)
+      this.#u8.set(view.subarray(done, done + take), (this.#pte[(a - off) / ps]! << 2) + off)
       done += take
     }
   }
@@ -539,7 +540,7 @@ export class PagedSpace {
     while (a < end) {
       const off = a % ps
       const take = Math.min(ps - off, end - a)
-      const o = (this.#pte[(a - off) / ps]! << this.#shift) + off
+      const o = (this.#pte[(a - off) / ps]! << 2) + off
       this.#u8.fill(byte, o, o + take)
       a += take
     }
@@ -554,7 +555,7 @@ export class PagedSpace {
       const a = addr + done
       const off = a % ps
       const take = Math.min(ps - off, n - done)
-      const o = (this.#pte[(a - off) / ps]! << this.#shift) + off
+      const o = (this.#pte[(a - off) / ps]! << 2) + off
       out.set(this.#u8.subarray(o, o + take), done)
       done += take
     }
@@ -599,7 +600,7 @@ export class PagedSpace {
 
   /** Would a write fault on page `pi` allocate a frame (rather than reuse its own)? */
   #needsFrame(pi: number): boolean {
-    const f = this.#pte[pi]! & PTE_FRAME
+    const f = this.frameAt(pi)
     if (f === ZERO_FRAME) return true
     if (this.pool.refcount[f]! > 1) return true
     // A sole mapper reuses its frame; a merge-table frame only if the pool allows it (not in secure mode).
@@ -614,7 +615,7 @@ export class PagedSpace {
   #fault(pi: number, whole: boolean): void {
     const pool = this.pool
     const fl = this.pflags[pi]!
-    const f = this.#pte[pi]! & PTE_FRAME
+    const f = this.frameAt(pi)
     const wasKsm = (pool.flags[f]! & FRAME_KSM) !== 0
     // A merged page leaves sharing first, so the table sees it go before the frame may be freed.
     if ((fl & PAGE_MERGED) !== 0) pool.observer?.mergedPageLeft(f)
@@ -626,7 +627,7 @@ export class PagedSpace {
       }
       const nf = this.secure ? pool.allocRandom(!whole) : whole ? pool.alloc() : pool.allocZeroed()
       pool.refcount[nf] = 1
-      this.#pte[pi] = nf
+      this.setFrame(pi, nf)
       this.#epoch++
     } else if (pool.refcount[f] === 1 && (pool.flags[f]! & FRAME_KSM) === 0 && (!wasKsm || (pool.reuseSoleKsm && !this.secure))) {
       // Sole mapper of a private frame: reuse in place (wp_can_reuse_anon_folio).
@@ -634,7 +635,7 @@ export class PagedSpace {
       const nf = this.secure ? pool.allocRandom(false) : pool.alloc()
       if (!whole) pool.copy(f, nf)
       pool.refcount[nf] = 1
-      this.#pte[pi] = nf
+      this.setFrame(pi, nf)
       this.#epoch++
       pool.decref(f)
       this.cowFaults++
@@ -669,7 +670,7 @@ export class PagedSpace {
   /** Unmap page `pi` (zap_pte_range). Keeps VMA-like bits; counts as a write for uffd-wp. */
   #zap(pi: number): void {
     const fl = this.pflags[pi]!
-    const f = this.#pte[pi]! & PTE_FRAME
+    const f = this.frameAt(pi)
     // The frame may go to another space: no write translation of it may survive.
     if (f !== ZERO_FRAME) {
       this.pool.revokeWrites()
@@ -681,7 +682,7 @@ export class PagedSpace {
       this.pool.ksmZeroPages--
     }
     if (f !== ZERO_FRAME) this.pool.decref(f)
-    this.#pte[pi] = ZERO_FRAME
+    this.setFrame(pi, ZERO_FRAME)
     // MADV_DONTNEED counts as dirtying under uffd-wp async; the registration stays.
     this.pflags[pi] = fl & (PAGE_MERGEABLE | PAGE_UFFD_REG)
   }
@@ -703,7 +704,7 @@ export class PagedSpace {
       if (n === 0xffffffff) throw new InvalidArgument("pin count overflow")
       this.#pins.set(pi, n + 1)
       this.pflags[pi]! |= PAGE_PINNED
-      this.pool.flags[this.#pte[pi]! & PTE_FRAME]! |= FRAME_PINNED
+      this.pool.flags[this.frameAt(pi)]! |= FRAME_PINNED
     }
   }
 
@@ -726,7 +727,7 @@ export class PagedSpace {
       }
       this.#pins.delete(pi)
       this.pflags[pi]! &= ~PAGE_PINNED
-      this.pool.flags[this.#pte[pi]! & PTE_FRAME]! &= ~FRAME_PINNED
+      this.pool.flags[this.frameAt(pi)]! &= ~FRAME_PINNED
     }
   }
 
@@ -761,7 +762,7 @@ export class PagedSpace {
 
   /** @internal the frame page `pi` maps (0: the zero frame). */
   frameAt(pi: number): number {
-    return this.#pte[pi]! & PTE_FRAME
+    return (this.#pte[pi]! & PTE_FRAME) >>> this.#wshift
   }
 
   /** @internal whether page `pi` is writable (private frame, no protection: writes need no fault). */
@@ -771,12 +772,12 @@ export class PagedSpace {
 
   /** @internal page `pi` maps frame `f`, not writable (a write faults first). */
   setFrame(pi: number, f: number): void {
-    this.#pte[pi] = f
+    this.#pte[pi] = f << this.#wshift
   }
 
   /** @internal compaction moved page `pi`'s frame to `f`: same mapping, writable bit kept. */
   moveFrame(pi: number, f: number): void {
-    this.#pte[pi] = (this.#pte[pi]! & PTE_WRITABLE) | f
+    this.#pte[pi] = (this.#pte[pi]! & PTE_WRITABLE) | (f << this.#wshift)
   }
 
   /** @internal write-protect page `pi` (clear PTE_WRITABLE): its next write faults. */
@@ -791,14 +792,14 @@ export class PagedSpace {
    */
   grantWrite(pi: number, fl: number): void {
     this.pflags[pi] = fl
-    const e = this.#pte[pi]!
-    this.#pte[pi] = e | PTE_WRITABLE
-    this.pool.madeWritable(e & PTE_FRAME)
+    this.#pte[pi] = this.#pte[pi]! | PTE_WRITABLE
+    this.pool.madeWritable(this.frameAt(pi))
   }
 
   /** @internal a copy of the page table as frame numbers (tests, tools): cold. */
   frameTable(): Int32Array {
-    return this.#pte.slice(0, this.pages).map((e) => e & PTE_FRAME)
+    const wshift = this.#wshift
+    return this.#pte.slice(0, this.pages).map((e) => (e & PTE_FRAME) >>> wshift)
   }
 
   /** @internal set or clear uffd-wp on pages [p0, p1); a protected page is never writable. */
@@ -842,7 +843,7 @@ export class PagedSpace {
 
   /** Page `pi` maps a frame only it maps and that is not in the merge table. */
   #privateFrame(pi: number): boolean {
-    const f = this.#pte[pi]! & PTE_FRAME
+    const f = this.frameAt(pi)
     return f !== ZERO_FRAME && this.pool.refcount[f] === 1 && (this.pool.flags[f]! & FRAME_KSM) === 0 && (this.pflags[pi]! & PAGE_MERGED) === 0
   }
 
@@ -1011,7 +1012,7 @@ export class PagedSpace {
       // Read the store's view after alloc (it cannot move after the reservation, but be exact).
       this.#u8.set(src.subarray(at, at + ps), nf << this.#shift)
       pool.refcount[nf] = 1
-      this.#pte[pi] = nf
+      this.setFrame(pi, nf)
       const fl = this.pflags[pi]!
       // Private and writable, unless uffd-wp protects it (filling is not a write: no soft-dirty).
       if ((fl & PAGE_UFFD_WP) === 0) this.grantWrite(pi, fl)
@@ -1063,23 +1064,26 @@ export class PagedSpace {
     // What survives into the child: merge-placed zero marks, madvise state and soft-dirty
     // (copy_present_pte keeps the PTE's soft-dirty bit); not uffd registration (no EVENT_FORK).
     const keep = PAGE_KSM_ZERO | PAGE_MERGEABLE | PAGE_SOFT_DIRTY
+    const wshift = this.#wshift
     for (let pi = 0; pi < n; pi++) {
-      const f = pte[pi]! & PTE_FRAME
+      // The entry without PTE_WRITABLE: the child's, and the parent's unless the page is pinned.
+      const e = pte[pi]! & PTE_FRAME
+      const f = e >>> wshift
       const fl = pflags[pi]!
       cfl[pi] = fl & keep
-      cpte[pi] = f
+      cpte[pi] = e
       if (f === ZERO_FRAME) continue
       if ((fl & PAGE_PINNED) !== 0) {
         // Pinned: the parent keeps its frame writable; the child gets a copy now.
         const nf = pool.alloc()
         pool.copy(f, nf)
         rc[nf] = 1
-        cpte[pi] = nf
+        cpte[pi] = nf << wshift
         child.grantWrite(pi, fl & keep)
         continue
       }
       rc[f]!++
-      pte[pi] = f
+      pte[pi] = e
     }
     child.ksmZeroPages = this.ksmZeroPages
     child.mergeAny = this.mergeAny
@@ -1100,7 +1104,7 @@ export class PagedSpace {
     this.pool.assertIdle()
     const n = this.pages
     for (let pi = 0; pi < n; pi++) {
-      const f = this.#pte[pi]! & PTE_FRAME
+      const f = this.frameAt(pi)
       const fl = this.pflags[pi]!
       if (f === ZERO_FRAME && (fl & PAGE_KSM_ZERO) === 0) continue
       if ((fl & PAGE_PINNED) !== 0) this.pool.flags[f]! &= ~FRAME_PINNED
