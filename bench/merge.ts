@@ -129,7 +129,7 @@ async function breakdown(opts: BenchOptions, w: Workload): Promise<BenchRow[]> {
   populate(space, w)
   const pool = engine.pool
   const core = engine.core
-  const pte = space.pte
+  const pte = space.frameTable()
   const pages = space.pages
   const dup = w.dupPages
   const n = w.spec.contents

@@ -3,12 +3,12 @@
  * merge() (MADV_MERGE) and both scanner policies drive it; they share one table and one
  * set of counters, so a page merged by one is a stable hit for the other.
  *
- * Per page, in the kernel's order: write-protect (clear PAGE_WRITABLE), compare the bytes
+ * Per page, in the kernel's order: write-protect (clear PTE_WRITABLE), compare the bytes
  * in full against the candidate, then remap. The key only finds candidates.
  */
 import { Busy, InvalidArgument, OutOfMemory } from "../errors.ts"
 import { FRAME_KSM, FRAME_SHARED, type FramePool, type SharingObserver, ZERO_FRAME } from "../memory/frames.ts"
-import { PAGE_KSM_ZERO, PAGE_MERGED, PAGE_PINNED, PAGE_UFFD_WP, PAGE_WRITABLE } from "../memory/flags.ts"
+import { PAGE_KSM_ZERO, PAGE_MERGED, PAGE_PINNED, PAGE_UFFD_WP } from "../memory/flags.ts"
 import { secretWords } from "../memory/random.ts"
 import type { PagedSpace } from "../memory/space.ts"
 import { checkBool, checkFunction, checkIntIn, readStringArray, show } from "../validate.ts"
@@ -394,11 +394,11 @@ export class MergeCore implements SharingObserver {
     let need = 0
     let any = 0
     for (let pi = p0; pi < p1; pi++) {
-      const f = space.pte[pi]!
+      const f = space.frameAt(pi)
       const fl = space.pflags[pi]!
       if (f === ZERO_FRAME || (fl & (PAGE_PINNED | PAGE_MERGED)) !== 0 || (pool.flags[f]! & FRAME_KSM) !== 0) continue
       // Only pages this pass may merge can move (the test #idleEnough will make).
-      if (passes !== 0 && ((fl & PAGE_WRITABLE) !== 0 || idle[pi]! < passes)) continue
+      if (passes !== 0 && (space.isWritable(pi) || idle[pi]! < passes)) continue
       any = 1
       if (pool.refcount[f]! > 1) need++
     }
@@ -413,16 +413,17 @@ export class MergeCore implements SharingObserver {
    */
   mergePage(space: PagedSpace, pi: number, salt: number): Outcome {
     const fl = space.pflags[pi]!
-    const f = space.pte[pi]!
+    const f = space.frameAt(pi)
     if (f === ZERO_FRAME) return (fl & PAGE_KSM_ZERO) !== 0 ? Outcome.AlreadyMerged : Outcome.Unpopulated
     if ((fl & PAGE_PINNED) !== 0) return Outcome.Pinned
     if ((fl & PAGE_MERGED) !== 0) return Outcome.AlreadyMerged
     const pool = this.pool
     const secure = space.secure
     // Secure mode's working-set estimation: arm the page, merge only once it stayed unwritten.
-    if (secure && !this.#idleEnough(space, pi, fl)) return Outcome.NotIdle
+    if (secure && !this.#idleEnough(space, pi)) return Outcome.NotIdle
     // 1. write-protect: from here on a host write would fault and copy.
-    space.pflags[pi] = fl & ~PAGE_WRITABLE
+    const writable = space.isWritable(pi)
+    space.revokeWrite(pi)
     if ((pool.flags[f]! & FRAME_KSM) !== 0) {
       // A table frame this page maps without being one of its rmap entries (inherited by
       // fork): join it, even past maxPageSharing (the kernel's max_page_sharing_bypass).
@@ -453,7 +454,7 @@ export class MergeCore implements SharingObserver {
     }
     if (e === CROWDED) {
       if (!secure) {
-        space.pflags[pi] = fl
+        if (writable) space.grantWrite(pi, fl)
         return Outcome.Crowded
       }
       // Secure: a stand-in entry, so the page behaves exactly like an inserted one.
@@ -471,12 +472,12 @@ export class MergeCore implements SharingObserver {
    * faults, and the fault clears the count), so its count grows. Merge when the count shows
    * `idlePasses` passes after arming.
    */
-  #idleEnough(space: PagedSpace, pi: number, fl: number): boolean {
+  #idleEnough(space: PagedSpace, pi: number): boolean {
     const idle = space.idle!
     let n = idle[pi]!
-    if ((fl & PAGE_WRITABLE) !== 0 || n === 0) {
+    if (space.isWritable(pi) || n === 0) {
       n = 1
-      space.pflags[pi] = fl & ~PAGE_WRITABLE
+      space.revokeWrite(pi)
     } else if (n < 255) {
       n++
     }
@@ -502,11 +503,11 @@ export class MergeCore implements SharingObserver {
    */
   #moveToRandom(space: PagedSpace, pi: number): void {
     const pool = this.pool
-    const f = space.pte[pi]!
+    const f = space.frameAt(pi)
     const nf = pool.allocRandom(false)
     pool.copy(f, nf)
     pool.refcount[nf] = 1
-    space.pte[pi] = nf
+    space.setFrame(pi, nf)
     space.invalidate()
     pool.decref(f)
   }
@@ -750,10 +751,10 @@ export class MergeCore implements SharingObserver {
 
   /** Map page `pi` to the zero frame as a merge-placed zero page (ksm_map_zero_page). */
   mapZero(space: PagedSpace, pi: number): void {
-    const f = space.pte[pi]!
-    space.pte[pi] = ZERO_FRAME
+    const f = space.frameAt(pi)
+    space.setFrame(pi, ZERO_FRAME)
     space.invalidate()
-    space.pflags[pi] = (space.pflags[pi]! | PAGE_KSM_ZERO) & ~PAGE_WRITABLE
+    space.pflags[pi] = space.pflags[pi]! | PAGE_KSM_ZERO
     space.ksmZeroPages++
     this.pool.ksmZeroPages++
     this.pool.decref(f)
@@ -762,9 +763,9 @@ export class MergeCore implements SharingObserver {
   /** Remap page `pi` onto entry `e`'s frame (replace_page + stable_tree_append). */
   mergeInto(space: PagedSpace, pi: number, e: number): void {
     const pool = this.pool
-    const old = space.pte[pi]!
+    const old = space.frameAt(pi)
     const kf = this.table.frame[e]!
-    space.pte[pi] = kf
+    space.setFrame(pi, kf)
     space.invalidate()
     pool.refcount[kf]!++
     pool.decref(old)
@@ -777,7 +778,7 @@ export class MergeCore implements SharingObserver {
    * A secure space's page moves to a random frame first: reserve a frame (prepareMerge).
    */
   insertUnique(space: PagedSpace, pi: number, key: number): number {
-    const place = this.#placeKey(space.pte[pi]!, key)
+    const place = this.#placeKey(space.frameAt(pi), key)
     this.#hintFrame = -1
     if (space.secure) this.#moveToRandom(space, pi)
     return this.#enter(space, pi, place, false)
@@ -786,18 +787,20 @@ export class MergeCore implements SharingObserver {
   /** Make page `pi`'s frame a table frame with one mapper (detached: a secure stand-in). */
   #enter(space: PagedSpace, pi: number, key: number, detached: boolean): number {
     const pool = this.pool
-    const f = space.pte[pi]!
+    const f = space.frameAt(pi)
     const e = detached ? this.table.insertDetached(f, key, 1) : this.table.insert(f, key, 1)
     pool.flags[f]! |= FRAME_KSM
     pool.entry[f] = e
-    space.pflags[pi] = (space.pflags[pi]! | PAGE_MERGED) & ~PAGE_WRITABLE
+    space.pflags[pi] = space.pflags[pi]! | PAGE_MERGED
+    space.revokeWrite(pi)
     this.pagesUnique++
     return e
   }
 
   /** Page `pi` (already mapping entry `e`'s frame) becomes one of its rmap entries. */
   #join(space: PagedSpace, pi: number, e: number): void {
-    space.pflags[pi] = (space.pflags[pi]! | PAGE_MERGED) & ~PAGE_WRITABLE
+    space.pflags[pi] = space.pflags[pi]! | PAGE_MERGED
+    space.revokeWrite(pi)
     const f = this.table.frame[e]!
     const m = this.table.mappers(e)
     this.#count(f, m, -1)
@@ -860,7 +863,7 @@ export class MergeCore implements SharingObserver {
     let need = 0
     for (let pi = p0; pi < p1; pi++) {
       const fl = space.pflags[pi]!
-      const f = space.pte[pi]!
+      const f = space.frameAt(pi)
       if ((fl & PAGE_KSM_ZERO) !== 0) need++
       else if (f !== ZERO_FRAME && (pool.flags[f]! & FRAME_KSM) !== 0 && (pool.refcount[f]! > 1 || !pool.reuseSoleKsm || space.secure)) need++
     }
@@ -884,7 +887,7 @@ export class MergeCore implements SharingObserver {
     let n = 0
     for (let pi = p0; pi < p1; pi++) {
       const fl = space.pflags[pi]!
-      const f = space.pte[pi]!
+      const f = space.frameAt(pi)
       const ksmZero = (fl & PAGE_KSM_ZERO) !== 0
       if (!ksmZero && (f === ZERO_FRAME || (pool.flags[f]! & FRAME_KSM) === 0)) continue
       if ((fl & PAGE_MERGED) !== 0) this.mergedPageLeft(f)
@@ -902,7 +905,7 @@ export class MergeCore implements SharingObserver {
       }
       if (nf !== f) {
         pool.refcount[nf] = 1
-        space.pte[pi] = nf
+        space.setFrame(pi, nf)
         space.invalidate()
         pool.decref(f)
       }

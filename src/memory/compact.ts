@@ -7,7 +7,7 @@
  * for a KSM page that walk is as long as its sharing, which is why max_page_sharing exists.
  * Here one compaction step instead (1) picks its victim slabs, (2) moves up to a budget of
  * frames into the slabs it keeps, recording from -> to in a typed array indexed by the
- * victim's slot, and (3) makes ONE sweep over every live space's `pte`, rewriting the entries
+ * victim's slot, and (3) makes ONE sweep over every live space's page table, rewriting the entries
  * that point into a victim. The sweep reads 4 bytes per page of every space, whatever the
  * sharing: O(mapped pages) per step, independent of how many pages map one frame. A reverse
  * map would cost 4-8 bytes per mapped page plus an update on every fault, merge, fork and
@@ -166,17 +166,16 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
     let rewritten = 0
     let swept = 0
     for (const space of spaces) {
-      const pte = space.pte
-      const n = pte.length
+      const n = space.pages
       const before = rewritten
       swept += n
       for (let i = 0; i < n; i++) {
-        const f = pte[i]!
+        const f = space.frameAt(i)
         const v = slot[f >>> shift]!
         if (v < 0) continue
         const to = reloc[(v << shift) + (f & mask)]!
         if (to !== 0) {
-          pte[i] = to
+          space.moveFrame(i, to)
           rewritten++
         }
       }

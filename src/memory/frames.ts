@@ -486,9 +486,9 @@ export class FramePool {
   }
 
   /**
-   * A page mapping frame `f` became writable (PAGE_WRITABLE set): writes may now change the frame
+   * A page mapping frame `f` became writable (PTE_WRITABLE set): writes may now change the frame
    * without the engine seeing them, so any digest of it is stale. PagedSpace.grantWrite, the one
-   * place that sets PAGE_WRITABLE, calls this.
+   * place that sets PTE_WRITABLE, calls this.
    */
   madeWritable(f: number): void {
     if (this.writeGen !== null) this.writeGen[f] = (this.writeGen[f]! + 2) | 0

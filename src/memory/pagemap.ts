@@ -21,14 +21,17 @@
 import { InvalidArgument, OutOfBounds } from "../errors.ts"
 import { checkBool, checkInt, readOptions, show } from "../validate.ts"
 import { ZERO_FRAME } from "./frames.ts"
-import { PAGE_KSM_ZERO, PAGE_SOFT_DIRTY, PAGE_UFFD_REG, PAGE_UFFD_WP, PAGE_WRITABLE } from "./flags.ts"
+import { PAGE_KSM_ZERO, PAGE_SOFT_DIRTY, PAGE_UFFD_REG, PAGE_UFFD_WP } from "./flags.ts"
 
 /** What a PAGEMAP_SCAN walks: a space's page table and flags (PagedSpace is one). */
 export interface PagemapTarget {
   readonly pageSize: number
   readonly size: number
-  readonly pte: Int32Array
   readonly pflags: Uint8Array
+  /** The frame page `pi` maps. */
+  frameAt(pi: number): number
+  /** Write-protect page `pi` (wpMatching). */
+  revokeWrite(pi: number): void
   /** Throws SpaceDisposed after dispose. */
   live(): void
   /** Called with the validated page range before the walk: a space fills its missing pages there. */
@@ -128,7 +131,7 @@ const WRITTEN = PageCategory.WRITTEN
 const ON_ZERO_FRAME = 256
 
 /**
- * Categories of a page, indexed by `pflags | (pte === ZERO_FRAME ? 256 : 0)`; built once, so
+ * Categories of a page, indexed by `pflags | (frame === ZERO_FRAME ? 256 : 0)`; built once, so
  * the walk costs one compare and one load per page.
  */
 const CATEGORIES: Uint8Array = buildCategoryTable()
@@ -285,7 +288,6 @@ export function pagemapWalk(
   const ps = space.pageSize
   const end = p1 * ps
   const pflags = space.pflags
-  const pte = space.pte
 
   const regions: PageRegion[] = []
   const output = maxRegions > 0
@@ -300,11 +302,10 @@ export function pagemapWalk(
   const zeroFrame = ZERO_FRAME
   const table = CATEGORIES
   const setWp = PAGE_UFFD_WP
-  const clearWp = ~PAGE_WRITABLE
 
   for (let pi = p0; pi < p1; pi++) {
     const fl = pflags[pi]!
-    const c = table[pte[pi] === zeroFrame ? fl | ON_ZERO_FRAME : fl]!
+    const c = table[space.frameAt(pi) === zeroFrame ? fl | ON_ZERO_FRAME : fl]!
     // With wpMatching an unregistered "VMA" is skipped whole (pagemap_scan_test_walk).
     if (wp && (c & WPALLOWED) === 0) continue
     const x = c ^ inverted
@@ -333,7 +334,10 @@ export function pagemapWalk(
       found++
     }
     // make_uffd_wp_pte: only pages that were reported (or any match with no output).
-    if (wp && (c & WRITTEN) !== 0) pflags[pi] = (fl | setWp) & clearWp
+    if (wp && (c & WRITTEN) !== 0) {
+      pflags[pi] = fl | setWp
+      space.revokeWrite(pi)
+    }
   }
   if (curEnd !== -1) regions.push({ start: curStart * ps, end: curEnd * ps, categories: curCats })
   return { regions, walkEnd }

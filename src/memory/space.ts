@@ -1,7 +1,7 @@
 /**
- * A paged address space: a page table (`pte`: page -> frame) and one flag byte per
- * page, over a shared {@link FramePool}. Reads and writes from the host go through the
- * page table; a write to a page that is not PAGE_WRITABLE takes a fault that gives the
+ * A paged address space: a page table (page -> frame and the writable bit, PTE_WRITABLE) and
+ * one flag byte per page, over a shared {@link FramePool}. Reads and writes from the host go
+ * through the page table; a write to a page that is not writable takes a fault that gives the
  * page a private frame (copy-on-write), exactly once.
  *
  * This is the memory layer: it knows frames, page tables, copy-on-write, pins and
@@ -19,7 +19,8 @@ import {
   PAGE_SOFT_DIRTY,
   PAGE_UFFD_REG,
   PAGE_UFFD_WP,
-  PAGE_WRITABLE,
+  PTE_FRAME,
+  PTE_WRITABLE,
 } from "./flags.ts"
 import { type MissingPageHandler, MissingSet } from "./missing.ts"
 import { pagemapScan, type PagemapScanArgs, type PagemapScanResult } from "./pagemap.ts"
@@ -68,12 +69,6 @@ const EMPTY_I32 = new Int32Array(0)
 const EMPTY_U8 = new Uint8Array(0)
 const EMPTY_U32 = new Uint32Array(0)
 const EMPTY_DV = new DataView(new ArrayBuffer(0))
-/**
- * PAGE_WRITABLE as a literal for the write fast paths: an imported const is a module cell that
- * optimised code loads and checks for the temporal dead zone on every call.
- */
-const WRITABLE = 1
-if (WRITABLE !== PAGE_WRITABLE) throw new Error("WRITABLE must equal PAGE_WRITABLE")
 /** The Uint32Array fast paths read words in the host's byte order; sksm's words are little-endian. */
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1
 /** Captured once: a caller's Uint32Array is recognised and copied by intrinsics, never by its own methods. */
@@ -117,8 +112,12 @@ export class PagedSpace {
   /** Number of pages. */
   readonly pages: number
 
-  /** @internal page -> frame; 0 (the zero frame) when unpopulated or merge-placed zero. */
-  pte: Int32Array = EMPTY_I32
+  /**
+   * Page -> its frame's first word in the store (PTE_FRAME: `frame << pageShift - 2`; 0, the zero
+   * frame, when unpopulated or merge-placed zero), with PTE_WRITABLE (bit 31) on a writable page.
+   * Private: nothing outside reads an entry as a frame number (frameAt converts).
+   */
+  #pte: Int32Array = EMPTY_I32
   /** @internal PAGE_* bits per page. */
   pflags: Uint8Array = EMPTY_U8
   /** @internal merge-placed zero pages in this space (kernel: mm->ksm_zero_pages). */
@@ -145,7 +144,7 @@ export class PagedSpace {
   // Hot-path state: private fields initialised with their final numeric types, so V8 keeps
   // them in-object and never checks or untags a Smi on the hot path.
   #shift = 12
-  /** pageShift - 2: frame number to its first word. */
+  /** pageShift - 2: frame number to its first word (a PTE's PTE_FRAME bits); cold paths only. */
   #wshift = 10
   #mask = 4095
   #end = 0
@@ -186,7 +185,7 @@ export class PagedSpace {
     // Page tables are an allocation point too (createSpace, fork): fault injection can fail it.
     if (pool.failpoint !== null) pool.failpoint("space")
     const tables = pool.takeTables(this.pages, true)
-    this.pte = tables.pte
+    this.#pte = tables.pte
     this.pflags = tables.pflags
     this.secure = secure === true
     this.idle = this.secure ? new Uint8Array(this.pages) : null
@@ -236,7 +235,7 @@ export class PagedSpace {
 
   /** Bytes of page-table metadata this space holds. */
   get metadataBytes(): number {
-    return this.pte.byteLength + this.pflags.byteLength + (this.idle?.byteLength ?? 0) + (this.#missing?.bytes ?? 0) + this.#scratch.byteLength
+    return this.#pte.byteLength + this.pflags.byteLength + (this.idle?.byteLength ?? 0) + (this.#missing?.bytes ?? 0) + this.#scratch.byteLength
   }
 
   // ---------------------------------------------------------------- word access
@@ -247,14 +246,14 @@ export class PagedSpace {
 
   /** Read one byte. */
   readU8(addr: number): number {
-    if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end) return this.#u8[(this.pte[addr >>> this.#shift]! << this.#shift) | (addr & this.#mask)]!
+    if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end) return this.#u8[(this.#pte[addr >>> this.#shift]! << 2) | (addr & this.#mask)]!
     return this.#slowRead(addr, 1) >>> 0
   }
 
   /** Read a little-endian u16; any alignment, may straddle pages. */
   readU16(addr: number): number {
     if (typeof addr === "number" && (addr >>> 0) === addr && addr <= this.#lastU16 && (addr & this.#mask) !== this.#mask) {
-      return this.#dv.getUint16((this.pte[addr >>> this.#shift]! << this.#shift) | (addr & this.#mask), true)
+      return this.#dv.getUint16((this.#pte[addr >>> this.#shift]! << 2) | (addr & this.#mask), true)
     }
     return this.#slowRead(addr, 2) >>> 0
   }
@@ -263,9 +262,9 @@ export class PagedSpace {
   readU32(addr: number): number {
     if (typeof addr === "number" && (addr >>> 0) === addr) {
       // Aligned: one Uint32Array load (#lastAligned is -1 on a big-endian host: DataView below).
-      if ((addr & 3) === 0 && addr <= this.#lastAligned) return this.#u32[(this.pte[addr >>> this.#shift]! << this.#wshift) | ((addr & this.#mask) >>> 2)]!
+      if ((addr & 3) === 0 && addr <= this.#lastAligned) return this.#u32[(this.#pte[addr >>> this.#shift]! & 0x7fffffff) | ((addr & this.#mask) >>> 2)]!
       const off = addr & this.#mask
-      if (addr <= this.#lastU32 && off <= this.#mask - 3) return this.#dv.getUint32((this.pte[addr >>> this.#shift]! << this.#shift) | off, true)
+      if (addr <= this.#lastU32 && off <= this.#mask - 3) return this.#dv.getUint32((this.#pte[addr >>> this.#shift]! << 2) | off, true)
     }
     // `>>> 0` (a no-op on its uint32 result) keeps the method's result an unboxed uint32 in the
     // caller's optimised code: without it, once the slow path has run, every result above
@@ -276,9 +275,10 @@ export class PagedSpace {
   /** Write one byte: the low 8 bits of `value`, a safe integer (NaN, fractions, Infinity: InvalidArgument). */
   writeU8(addr: number, value: number): void {
     if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end && typeof value === "number" && ((value >>> 0) === value || (value | 0) === value)) {
-      const pi = addr >>> this.#shift
-      if ((this.pflags[pi]! & WRITABLE) !== 0) {
-        this.#u8[(this.pte[pi]! << this.#shift) | (addr & this.#mask)] = value
+      // One load: a writable page's entry is negative (PTE_WRITABLE), and `<< 2` shifts the bit out.
+      const e = this.#pte[addr >>> this.#shift]!
+      if (e < 0) {
+        this.#u8[(e << 2) | (addr & this.#mask)] = value
         return
       }
     }
@@ -298,9 +298,9 @@ export class PagedSpace {
   writeU32(addr: number, value: number): void {
     // Fast path: an aligned address below 2^32 in a writable page, an int32/uint32 value.
     if (typeof addr === "number" && (addr >>> 0) === addr && (addr & 3) === 0 && addr <= this.#lastAligned && typeof value === "number" && ((value >>> 0) === value || (value | 0) === value)) {
-      const pi = addr >>> this.#shift
-      if ((this.pflags[pi]! & WRITABLE) !== 0) {
-        this.#u32[(this.pte[pi]! << this.#wshift) | ((addr & this.#mask) >>> 2)] = value
+      const e = this.#pte[addr >>> this.#shift]!
+      if (e < 0) {
+        this.#u32[(e & 0x7fffffff) | ((addr & this.#mask) >>> 2)] = value
         return
       }
     }
@@ -314,9 +314,9 @@ export class PagedSpace {
    */
   addU32(addr: number, delta: number): number {
     if (typeof addr === "number" && (addr >>> 0) === addr && (addr & 3) === 0 && addr <= this.#lastAligned && typeof delta === "number" && ((delta >>> 0) === delta || (delta | 0) === delta)) {
-      const pi = addr >>> this.#shift
-      if ((this.pflags[pi]! & WRITABLE) !== 0) {
-        const i = (this.pte[pi]! << this.#wshift) | ((addr & this.#mask) >>> 2)
+      const e = this.#pte[addr >>> this.#shift]!
+      if (e < 0) {
+        const i = (e & 0x7fffffff) | ((addr & this.#mask) >>> 2)
         const u32 = this.#u32
         return (u32[i] = (u32[i]! + delta) >>> 0)
       }
@@ -335,9 +335,9 @@ export class PagedSpace {
       throw new InvalidArgument(`fn must be a function, got ${show(fn)}`)
     }
     if (typeof addr === "number" && (addr >>> 0) === addr && (addr & 3) === 0 && addr <= this.#lastAligned) {
-      const pi = addr >>> this.#shift
-      if ((this.pflags[pi]! & WRITABLE) !== 0) {
-        const i = (this.pte[pi]! << this.#wshift) | ((addr & this.#mask) >>> 2)
+      const e = this.#pte[addr >>> this.#shift]!
+      if (e < 0) {
+        const i = (e & 0x7fffffff) | ((addr & this.#mask) >>> 2)
         const next = this.#callUpdate(fn, this.#u32[i]!)
         return (this.#u32[i] = next)
       }
@@ -384,8 +384,8 @@ export class PagedSpace {
     const off = addr & this.#mask
     if (off > this.#mask - (width - 1)) return this.#writeStraddle(addr, value, width)
     const pi = (addr - off) / this.pageSize
-    if ((this.pflags[pi]! & PAGE_WRITABLE) === 0) this.#faultOne(pi)
-    const o = (this.pte[pi]! << this.#shift) | off
+    if (this.#pte[pi]! >= 0) this.#faultOne(pi)
+    const o = (this.#pte[pi]! << 2) | off
     if (width === 1) this.#u8[o] = value
     else if (width === 2) this.#dv.setUint16(o, value, true)
     else this.#dv.setUint32(o, value, true)
@@ -399,7 +399,7 @@ export class PagedSpace {
     if (off > this.#mask - (width - 1)) return width === 2 ? this.readU8(addr) | (this.readU8(addr + 1) << 8) : this.#readU32Straddle(addr)
     const pi = (addr - off) / this.pageSize
     if (this.#missing !== null && this.#missing.has(pi)) this.#fetch(pi)
-    const o = (this.pte[pi]! << this.#shift) | off
+    const o = (this.#pte[pi]! << 2) | off
     return width === 1 ? this.#u8[o]! : width === 2 ? this.#dv.getUint16(o, true) : this.#dv.getUint32(o, true)
   }
 
@@ -428,11 +428,11 @@ export class PagedSpace {
     // Fast path (a host's TLB miss): a live, idle space (#end is 0 once disposed) and a page
     // that needs no fault. Everything else, errors included, takes the checked path below.
     if (typeof addr === "number" && (addr >>> 0) === addr && addr < this.#end && this.pool.busy === 0) {
-      const pi = addr >>> this.#shift
-      if (forWrite === false) return this.pte[pi]! << this.#shift
-      if (forWrite === true && (this.pflags[pi]! & WRITABLE) !== 0 && !this.pool.shared) {
+      const e = this.#pte[addr >>> this.#shift]!
+      if (forWrite === false) return e << 2
+      if (forWrite === true && e < 0 && !this.pool.shared) {
         this.pool.lentForWrite = true
-        return this.pte[pi]! << this.#shift
+        return e << 2
       }
     }
     return this.#translateChecked(addr, forWrite)
@@ -447,10 +447,10 @@ export class PagedSpace {
     if (this.#missing !== null && this.#missing.has(pi)) this.#fetch(pi)
     if (forWrite) {
       if (this.pool.shared) throw new Unsupported("translate(addr, true): write translations cannot be revoked over a shared frame store (sharedMemory); write through the word or bulk API")
-      if ((this.pflags[pi]! & WRITABLE) === 0) this.#faultOne(pi)
+      if (this.#pte[pi]! >= 0) this.#faultOne(pi)
       this.pool.lentForWrite = true
     }
-    return this.pte[pi]! << this.#shift
+    return this.#pte[pi]! << 2
   }
 
   /**
@@ -521,7 +521,7 @@ export class PagedSpace {
       const a = addr + done
       const off = a % ps
       const take = Math.min(ps - off, n - done)
-      this.#u8.set(view.subarray(done, done + take), (this.pte[(a - off) / ps]! << this.#shift) + off)
+      this.#u8.set(view.subarray(done, done + take), (this.#pte[(a - off) / ps]! << 2) + off)
       done += take
     }
   }
@@ -540,7 +540,7 @@ export class PagedSpace {
     while (a < end) {
       const off = a % ps
       const take = Math.min(ps - off, end - a)
-      const o = (this.pte[(a - off) / ps]! << this.#shift) + off
+      const o = (this.#pte[(a - off) / ps]! << 2) + off
       this.#u8.fill(byte, o, o + take)
       a += take
     }
@@ -555,7 +555,7 @@ export class PagedSpace {
       const a = addr + done
       const off = a % ps
       const take = Math.min(ps - off, n - done)
-      const o = (this.pte[(a - off) / ps]! << this.#shift) + off
+      const o = (this.#pte[(a - off) / ps]! << 2) + off
       out.set(this.#u8.subarray(o, o + take), done)
       done += take
     }
@@ -578,7 +578,7 @@ export class PagedSpace {
    * `lo..hi` is the byte range being written: a page it covers whole needs no zeroing/copy.
    */
   #faultRange(p0: number, p1: number, lo = -1, hi = -1): void {
-    const pflags = this.pflags
+    const pte = this.#pte
     const ps = this.pageSize
     // Missing pages the write covers only in part are filled first; those it covers whole need
     // no contents: they stop being missing just before their fault, once the frames are reserved.
@@ -587,11 +587,11 @@ export class PagedSpace {
     }
     let need = 0
     for (let pi = p0; pi < p1; pi++) {
-      if ((pflags[pi]! & PAGE_WRITABLE) === 0 && this.#needsFrame(pi)) need++
+      if (pte[pi]! >= 0 && this.#needsFrame(pi)) need++
     }
     this.pool.ensureFree(need, "cow")
     for (let pi = p0; pi < p1; pi++) {
-      if ((pflags[pi]! & PAGE_WRITABLE) === 0) {
+      if (pte[pi]! >= 0) {
         if (this.#missing !== null) this.#forget(pi)
         this.#fault(pi, lo <= pi * ps && (pi + 1) * ps <= hi)
       }
@@ -600,7 +600,7 @@ export class PagedSpace {
 
   /** Would a write fault on page `pi` allocate a frame (rather than reuse its own)? */
   #needsFrame(pi: number): boolean {
-    const f = this.pte[pi]!
+    const f = this.frameAt(pi)
     if (f === ZERO_FRAME) return true
     if (this.pool.refcount[f]! > 1) return true
     // A sole mapper reuses its frame; a merge-table frame only if the pool allows it (not in secure mode).
@@ -615,7 +615,7 @@ export class PagedSpace {
   #fault(pi: number, whole: boolean): void {
     const pool = this.pool
     const fl = this.pflags[pi]!
-    const f = this.pte[pi]!
+    const f = this.frameAt(pi)
     const wasKsm = (pool.flags[f]! & FRAME_KSM) !== 0
     // A merged page leaves sharing first, so the table sees it go before the frame may be freed.
     if ((fl & PAGE_MERGED) !== 0) pool.observer?.mergedPageLeft(f)
@@ -627,7 +627,7 @@ export class PagedSpace {
       }
       const nf = this.secure ? pool.allocRandom(!whole) : whole ? pool.alloc() : pool.allocZeroed()
       pool.refcount[nf] = 1
-      this.pte[pi] = nf
+      this.setFrame(pi, nf)
       this.#epoch++
     } else if (pool.refcount[f] === 1 && (pool.flags[f]! & FRAME_KSM) === 0 && (!wasKsm || (pool.reuseSoleKsm && !this.secure))) {
       // Sole mapper of a private frame: reuse in place (wp_can_reuse_anon_folio).
@@ -635,7 +635,7 @@ export class PagedSpace {
       const nf = this.secure ? pool.allocRandom(false) : pool.alloc()
       if (!whole) pool.copy(f, nf)
       pool.refcount[nf] = 1
-      this.pte[pi] = nf
+      this.setFrame(pi, nf)
       this.#epoch++
       pool.decref(f)
       this.cowFaults++
@@ -670,7 +670,7 @@ export class PagedSpace {
   /** Unmap page `pi` (zap_pte_range). Keeps VMA-like bits; counts as a write for uffd-wp. */
   #zap(pi: number): void {
     const fl = this.pflags[pi]!
-    const f = this.pte[pi]!
+    const f = this.frameAt(pi)
     // The frame may go to another space: no write translation of it may survive.
     if (f !== ZERO_FRAME) {
       this.pool.revokeWrites()
@@ -682,7 +682,7 @@ export class PagedSpace {
       this.pool.ksmZeroPages--
     }
     if (f !== ZERO_FRAME) this.pool.decref(f)
-    this.pte[pi] = ZERO_FRAME
+    this.setFrame(pi, ZERO_FRAME)
     // MADV_DONTNEED counts as dirtying under uffd-wp async; the registration stays.
     this.pflags[pi] = fl & (PAGE_MERGEABLE | PAGE_UFFD_REG)
   }
@@ -704,7 +704,7 @@ export class PagedSpace {
       if (n === 0xffffffff) throw new InvalidArgument("pin count overflow")
       this.#pins.set(pi, n + 1)
       this.pflags[pi]! |= PAGE_PINNED
-      this.pool.flags[this.pte[pi]!]! |= FRAME_PINNED
+      this.pool.flags[this.frameAt(pi)]! |= FRAME_PINNED
     }
   }
 
@@ -727,7 +727,7 @@ export class PagedSpace {
       }
       this.#pins.delete(pi)
       this.pflags[pi]! &= ~PAGE_PINNED
-      this.pool.flags[this.pte[pi]!]! &= ~FRAME_PINNED
+      this.pool.flags[this.frameAt(pi)]! &= ~FRAME_PINNED
     }
   }
 
@@ -756,22 +756,62 @@ export class PagedSpace {
     this.protectPages(p0, p1, enable)
   }
 
+  // ---------------------------------------------------------------- page-table entries
+  // Everything outside the word-access paths reads and changes PTEs through these: an entry
+  // carries PTE_WRITABLE, which no caller may take for part of a frame number.
+
+  /** @internal the frame page `pi` maps (0: the zero frame). */
+  frameAt(pi: number): number {
+    return (this.#pte[pi]! & PTE_FRAME) >>> this.#wshift
+  }
+
+  /** @internal whether page `pi` is writable (private frame, no protection: writes need no fault). */
+  isWritable(pi: number): boolean {
+    return this.#pte[pi]! < 0
+  }
+
+  /** @internal page `pi` maps frame `f`, not writable (a write faults first). */
+  setFrame(pi: number, f: number): void {
+    this.#pte[pi] = f << this.#wshift
+  }
+
+  /** @internal compaction moved page `pi`'s frame to `f`: same mapping, writable bit kept. */
+  moveFrame(pi: number, f: number): void {
+    this.#pte[pi] = (this.#pte[pi]! & PTE_WRITABLE) | (f << this.#wshift)
+  }
+
+  /** @internal write-protect page `pi` (clear PTE_WRITABLE): its next write faults. */
+  revokeWrite(pi: number): void {
+    this.#pte[pi] = this.#pte[pi]! & PTE_FRAME
+  }
+
   /**
    * @internal Page `pi`, its frame already in the PTE, becomes writable with flags `fl`: the one
-   * place PAGE_WRITABLE is granted, so the frame's write generation moves with it (a hashing
+   * place PTE_WRITABLE is granted, so the frame's write generation moves with it (a hashing
    * thread's digest of it is stale from now on; src/policy/offload.ts).
    */
   grantWrite(pi: number, fl: number): void {
-    this.pflags[pi] = fl | PAGE_WRITABLE
-    this.pool.madeWritable(this.pte[pi]!)
+    this.pflags[pi] = fl
+    this.#pte[pi] = this.#pte[pi]! | PTE_WRITABLE
+    this.pool.madeWritable(this.frameAt(pi))
   }
 
-  /** @internal set or clear uffd-wp on pages [p0, p1); a protected page is never PAGE_WRITABLE. */
+  /** @internal a copy of the page table as frame numbers (tests, tools): cold. */
+  frameTable(): Int32Array {
+    const wshift = this.#wshift
+    return this.#pte.slice(0, this.pages).map((e) => (e & PTE_FRAME) >>> wshift)
+  }
+
+  /** @internal set or clear uffd-wp on pages [p0, p1); a protected page is never writable. */
   protectPages(p0: number, p1: number, enable: boolean): void {
     const pflags = this.pflags
+    const pte = this.#pte
     if (enable) {
       this.pool.revokeWrites()
-      for (let pi = p0; pi < p1; pi++) pflags[pi] = (pflags[pi]! | PAGE_UFFD_WP | PAGE_UFFD_REG) & ~PAGE_WRITABLE
+      for (let pi = p0; pi < p1; pi++) {
+        pflags[pi] = pflags[pi]! | PAGE_UFFD_WP | PAGE_UFFD_REG
+        pte[pi] = pte[pi]! & PTE_FRAME
+      }
     } else {
       for (let pi = p0; pi < p1; pi++) {
         const fl = (pflags[pi]! & ~PAGE_UFFD_WP) | PAGE_UFFD_REG
@@ -803,7 +843,7 @@ export class PagedSpace {
 
   /** Page `pi` maps a frame only it maps and that is not in the merge table. */
   #privateFrame(pi: number): boolean {
-    const f = this.pte[pi]!
+    const f = this.frameAt(pi)
     return f !== ZERO_FRAME && this.pool.refcount[f] === 1 && (this.pool.flags[f]! & FRAME_KSM) === 0 && (this.pflags[pi]! & PAGE_MERGED) === 0
   }
 
@@ -845,13 +885,13 @@ export class PagedSpace {
     if (typeof fill !== "function") throw new InvalidArgument(`handler.fill must be a function, got ${show(fill)}`)
     const list = pages === undefined ? null : readPageList(pages, this.pages)
     const set = allocating(`the missing-page bitmap of a ${this.pages}-page space`, () => new MissingSet(this.pages))
-    const pte = this.pte
+    const pte = this.#pte
     const pflags = this.pflags
     const n = list === null ? this.pages : list.length
     for (let i = 0; i < n; i++) {
       const pi = list === null ? i : list[i]!
       // Only unpopulated pages can be missing: no frame, not a merge-placed zero page.
-      if (pte[pi] === ZERO_FRAME && (pflags[pi]! & (PAGE_KSM_ZERO | PAGE_PINNED)) === 0) set.add(pi)
+      if ((pte[pi]! & PTE_FRAME) === ZERO_FRAME && (pflags[pi]! & (PAGE_KSM_ZERO | PAGE_PINNED)) === 0) set.add(pi)
     }
     if (set.count === 0) return 0
     this.#missing = set
@@ -972,7 +1012,7 @@ export class PagedSpace {
       // Read the store's view after alloc (it cannot move after the reservation, but be exact).
       this.#u8.set(src.subarray(at, at + ps), nf << this.#shift)
       pool.refcount[nf] = 1
-      this.pte[pi] = nf
+      this.setFrame(pi, nf)
       const fl = this.pflags[pi]!
       // Private and writable, unless uffd-wp protects it (filling is not a write: no soft-dirty).
       if ((fl & PAGE_UFFD_WP) === 0) this.grantWrite(pi, fl)
@@ -1015,32 +1055,35 @@ export class PagedSpace {
     // Every page of the parent becomes copy-on-write: no write translation may survive.
     this.pool.revokeWrites()
     const pool = this.pool
-    const pte = this.pte
+    const pte = this.#pte
     const pflags = this.pflags
-    const cpte = child.pte
+    const cpte = child.#pte
     const cfl = child.pflags
     const rc = pool.refcount
     const n = this.pages
     // What survives into the child: merge-placed zero marks, madvise state and soft-dirty
     // (copy_present_pte keeps the PTE's soft-dirty bit); not uffd registration (no EVENT_FORK).
     const keep = PAGE_KSM_ZERO | PAGE_MERGEABLE | PAGE_SOFT_DIRTY
-    cpte.set(pte)
+    const wshift = this.#wshift
     for (let pi = 0; pi < n; pi++) {
-      const f = pte[pi]!
+      // The entry without PTE_WRITABLE: the child's, and the parent's unless the page is pinned.
+      const e = pte[pi]! & PTE_FRAME
+      const f = e >>> wshift
       const fl = pflags[pi]!
       cfl[pi] = fl & keep
+      cpte[pi] = e
       if (f === ZERO_FRAME) continue
       if ((fl & PAGE_PINNED) !== 0) {
         // Pinned: the parent keeps its frame writable; the child gets a copy now.
         const nf = pool.alloc()
         pool.copy(f, nf)
         rc[nf] = 1
-        cpte[pi] = nf
+        cpte[pi] = nf << wshift
         child.grantWrite(pi, fl & keep)
         continue
       }
       rc[f]!++
-      pflags[pi] = fl & ~PAGE_WRITABLE
+      pte[pi] = e
     }
     child.ksmZeroPages = this.ksmZeroPages
     child.mergeAny = this.mergeAny
@@ -1061,7 +1104,7 @@ export class PagedSpace {
     this.pool.assertIdle()
     const n = this.pages
     for (let pi = 0; pi < n; pi++) {
-      const f = this.pte[pi]!
+      const f = this.frameAt(pi)
       const fl = this.pflags[pi]!
       if (f === ZERO_FRAME && (fl & PAGE_KSM_ZERO) === 0) continue
       if ((fl & PAGE_PINNED) !== 0) this.pool.flags[f]! &= ~FRAME_PINNED
@@ -1075,9 +1118,9 @@ export class PagedSpace {
     this.#scratch = EMPTY_U8
     this.#disposed = true
     // Zapped pages are all zero-frame entries with no flags: the tables are clean for reuse.
-    this.pool.recycleTables(this.pte, this.pflags.fill(0))
+    this.pool.recycleTables(this.#pte, this.pflags.fill(0))
     this.pool.removeUser(this)
-    this.pte = EMPTY_I32
+    this.#pte = EMPTY_I32
     this.pflags = EMPTY_U8
     this.idle = null
     this.#u8 = EMPTY_U8

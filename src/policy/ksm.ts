@@ -117,7 +117,6 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
     const space = slot.space
     const pool = this.pool
     const fflags = pool.flags
-    const pte = space.pte
     const fl = space.pflags
     const pages = space.pages
     const any = space.mergeAny
@@ -128,7 +127,7 @@ export class KsmScanner extends ScannerBase<KsmSlot, typeof KSM_OPTIONS> {
     let pi = this.pos
     for (; pi < pages; pi++) {
       const b = fl[pi]!
-      const f = pte[pi]!
+      const f = space.frameAt(pi)
       // Only present pages of mergeable ranges are visited (zero-frame PTEs, merge-placed
       // zero pages included, are not); an item on any other page is freed on the way.
       if (f === ZERO_FRAME || (!any && (b & PAGE_MERGEABLE) === 0)) {

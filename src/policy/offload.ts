@@ -3,7 +3,7 @@
  * {@link HashOffload}) and a hashing thread ({@link OffloadHasher}). One file owns the protocol.
  *
  * The protocol is the kernel's write-protect, compare, remap, split across two threads:
- * 1. host: before handing page `pi` (frame `f`) out, clear its PAGE_WRITABLE, so any later write
+ * 1. host: before handing page `pi` (frame `f`) out, write-protect it (revokeWrite), so any later write
  *    faults, and every fault that makes a mapping of `f` writable bumps `writeGen[f]` (so does
  *    freeing `f`); the job carries `writeGen[f]` as it is now;
  * 2. worker: hash frame `f` in the shared store, publish `sum[f]`, `key[f]`, `zero[f]`, then

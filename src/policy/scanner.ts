@@ -16,7 +16,7 @@ import { type MergeCore, Outcome, type ScanCounters, type ScanSource } from "../
 import { thirdKey } from "../core/checksum.ts"
 import { Busy, InvalidArgument, OutOfMemory, ScannerDetached } from "../errors.ts"
 import { FRAME_KSM, type FramePool, ZERO_FRAME } from "../memory/frames.ts"
-import { PAGE_MERGED, PAGE_PINNED, PAGE_WRITABLE } from "../memory/flags.ts"
+import { PAGE_MERGED, PAGE_PINNED } from "../memory/flags.ts"
 import type { PagedSpace } from "../memory/space.ts"
 import { nowMillis, timer } from "../platform.ts"
 import { errorText, show } from "../validate.ts"
@@ -299,7 +299,7 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
    * a candidate). False when the ring is full.
    */
   protected prequeue(space: PagedSpace, pi: number): boolean {
-    const f = space.pte[pi]!
+    const f = space.frameAt(pi)
     if (f === ZERO_FRAME || (space.pflags[pi]! & (PAGE_MERGED | PAGE_PINNED)) !== 0 || (this.pool.flags[f]! & FRAME_KSM) !== 0 || space.secure) return true
     if (this.core.digested(f) || this.offload!.queuedNow(f) || this.offloadStuck) return true
     return this.queueDigest(space, pi, f)
@@ -322,8 +322,7 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
   protected queueDigest(space: PagedSpace, pi: number, f: number): boolean {
     const off = this.offload!
     if (off.room() <= 0) return false
-    const fl = space.pflags
-    if ((fl[pi]! & PAGE_WRITABLE) !== 0) fl[pi] = fl[pi]! & ~PAGE_WRITABLE
+    space.revokeWrite(pi)
     off.push(f)
     return true
   }
@@ -394,7 +393,7 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
       if (!this.inIndex(ts, tpi, seq)) continue
       const tspace = ts.space
       if (tspace.disposed) continue
-      const tf = tspace.pte[tpi]!
+      const tf = tspace.frameAt(tpi)
       const tb = tspace.pflags[tpi]!
       // get_mergeable_page: still a present, unmerged page that is not a table frame.
       if (tf === ZERO_FRAME || (tb & PAGE_MERGED) !== 0 || (pool.flags[tf]! & FRAME_KSM) !== 0) continue

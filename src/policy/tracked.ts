@@ -157,7 +157,6 @@ export class TrackedScanner extends ScannerBase<TrackedSlot, typeof TRACKED_OPTI
   #range(slot: TrackedSlot, r: number): number {
     const space = slot.space
     const fl = space.pflags
-    const pte = space.pte
     const any = space.mergeAny
     const p0 = r * this.rangePages
     const p1 = Math.min(space.pages, p0 + this.rangePages)
@@ -264,7 +263,7 @@ export class TrackedScanner extends ScannerBase<TrackedSlot, typeof TRACKED_OPTI
         if (offload && q + 2 >= stable) this.prequeue(space, pi)
         continue
       }
-      const f = pte[pi]!
+      const f = space.frameAt(pi)
       if (f === ZERO_FRAME || (b & PAGE_PINNED) !== 0) continue
       this.#candidate(slot, pi, f)
     }

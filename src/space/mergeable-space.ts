@@ -134,14 +134,13 @@ export class MergeableSpace extends PagedSpace implements AddressSpace {
     let merged = 0
     let merging = 0
     let mergeable = this.mergeAny
-    const pte = this.pte
     const fl = this.pflags
     for (let pi = 0; pi < this.pages; pi++) {
       const b = fl[pi]!
       if ((b & PAGE_MERGEABLE) !== 0) mergeable = true
       if ((b & PAGE_MERGED) === 0) continue
       merged++
-      const f = pte[pi]!
+      const f = this.frameAt(pi)
       if (f !== ZERO_FRAME && (pool.flags[f]! & FRAME_SHARED) !== 0) merging++
     }
     const rmap = merged + this.#host.scanItemsOf(this)

@@ -31,8 +31,8 @@ describe("merge core semantics", () => {
     expect(r.inserted).toBe(57)
     expect(a.read(0, a.size)).toEqual(before)
     const frames = new Map<number, number>()
-    for (let p = 0; p < 64; p++) frames.set(a.pte[p]!, (frames.get(a.pte[p]!) ?? 0) + 1)
-    for (const [f, n] of frames) if (n > 1) expect(f).toBe(a.pte[0])
+    for (let p = 0; p < 64; p++) frames.set(a.frameAt(p), (frames.get(a.frameAt(p)) ?? 0) + 1)
+    for (const [f, n] of frames) if (n > 1) expect(f).toBe(a.frameAt(0))
     checkCounters(engine)
   })
 
@@ -40,9 +40,9 @@ describe("merge core semantics", () => {
     const engine = new Engine()
     const a = filled(engine, 3, 5)
     a.merge()
-    const f = a.pte[0]!
+    const f = a.frameAt(0)
     a.writeU8(0, 6)
-    expect(a.pte[0]).not.toBe(f)
+    expect(a.frameAt(0)).not.toBe(f)
     expect(engine.stats().pagesSharing).toBe(1)
     a.writeU8(PS, 6)
     a.writeU8(2 * PS, 6)
@@ -57,8 +57,8 @@ describe("merge core semantics", () => {
     const a = engine.createSpace({ size: 4 * PS })
     a.fill(0, PS, 0)
     a.merge()
-    expect(a.pte[0]).toBe(0)
-    expect(a.pte[1]).toBe(0)
+    expect(a.frameAt(0)).toBe(0)
+    expect(a.frameAt(1)).toBe(0)
     expect(a.ksmStat().ksmZeroPages).toBe(1)
     expect(a.unmerge()).toBe(1) // only the merge-placed one
     expect(engine.memory().framesInUse).toBe(1)
@@ -71,7 +71,7 @@ describe("merge core semantics", () => {
     const r = a.merge()
     expect(r.skipped.pinned).toBe(1)
     expect(r.merged).toBe(2)
-    expect(a.pte[0]).not.toBe(a.pte[1])
+    expect(a.frameAt(0)).not.toBe(a.frameAt(1))
   })
 
   it("never-touched pages are skipped as unpopulated", () => {
@@ -89,13 +89,13 @@ describe("merge core semantics", () => {
       s.fill(PS, PS, 0)
       s.merge()
     }
-    expect(x.pte[0]).not.toBe(y.pte[0])
+    expect(x.frameAt(0)).not.toBe(y.frameAt(0))
     expect(engine.stats().ksmZeroPages).toBe(2)
     expect(engine.stats().pagesUnique).toBe(2)
     const z = engine.createSpace({ size: PS, domain: "x" })
     z.fill(0, PS, 0x77)
     z.merge()
-    expect(z.pte[0]).toBe(x.pte[0])
+    expect(z.frameAt(0)).toBe(x.frameAt(0))
     checkCounters(engine)
   })
 
@@ -107,7 +107,7 @@ describe("merge core semantics", () => {
     y.fill(0, PS, 1)
     x.merge()
     y.merge()
-    expect(x.pte[0]).toBe(y.pte[0])
+    expect(x.frameAt(0)).toBe(y.frameAt(0))
   })
 
   it("a page merged and written keeps the other mappers' contents (copy-on-write isolation)", () => {
@@ -176,7 +176,7 @@ describe("a long bucket of dups never hides another key's entry", () => {
       s.fill(0, 4096, 0x5a)
     }
     for (const s of spaces) s.merge()
-    expect(new Set(spaces.map((s) => s.pte[0])).size).toBe(1)
+    expect(new Set(spaces.map((s) => s.frameAt(0))).size).toBe(1)
     // 4 x 299 zero pages at 4 mappers per dup: 299 dups of the zero content, and the page's frame.
     expect(engine.stats().pagesShared).toBe(299 + 1)
     checkCounters(engine)
@@ -220,10 +220,10 @@ describe("near-identical pages (crowded sampled keys) merge exactly", () => {
       for (let i = 0; i < pages.length; i++) {
         const k = Buffer.from(pages[i]!).toString("base64")
         const f = frameOf.get(k)
-        if (f === undefined) frameOf.set(k, a.pte[i]!)
-        else expect(a.pte[i], `page ${i}`).toBe(f)
+        if (f === undefined) frameOf.set(k, a.frameAt(i))
+        else expect(a.frameAt(i), `page ${i}`).toBe(f)
       }
-      expect(new Set(a.pte).size).toBe(frameOf.size)
+      expect(new Set(a.frameTable()).size).toBe(frameOf.size)
       expect(r.inserted).toBe(frameOf.size)
       expect(r.merged).toBe(pages.length - frameOf.size)
       expect(r.skipped.crowded).toBe(0)
@@ -246,7 +246,7 @@ describe("near-identical pages (crowded sampled keys) merge exactly", () => {
     expect(r.zeroMapped).toBe(3)
     expect(r.inserted).toBe(120)
     expect(r.merged).toBe(10)
-    for (const i of [60, 61, 122]) expect(a.pte[i]).toBe(ZERO_FRAME)
+    for (const i of [60, 61, 122]) expect(a.frameAt(i)).toBe(ZERO_FRAME)
     // Zero pages right after the run: at most two of them pay a (wasted) full checksum.
     const real = engine.core.checksum.bind(engine.core)
     let sums = 0

@@ -97,7 +97,7 @@ function splitContents(spaces: readonly AddressSpace[], images: readonly Uint8Ar
       if (useZeroPages && page.equals(zero)) continue
       const h = createHash("sha256").update(page).digest("base64")
       const e = byContent.get(h) ?? { frames: new Map<number, number>(), where: [] }
-      e.frames.set(s.pte[p]!, (e.frames.get(s.pte[p]!) ?? 0) + 1)
+      e.frames.set(s.frameAt(p), (e.frames.get(s.frameAt(p)) ?? 0) + 1)
       e.where.push(`${i}:${p}`)
       byContent.set(h, e)
     }

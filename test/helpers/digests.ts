@@ -13,7 +13,7 @@ export function staleDigest(engine: Engine, spaces: Iterable<AddressSpace>): str
   const wpp = pool.pageSize >>> 2
   for (const space of spaces) {
     for (let p = 0; p < space.pages; p++) {
-      const f = space.pte[p]!
+      const f = space.frameAt(p)
       if (f === ZERO_FRAME || !core.digested(f)) continue
       if (d.sum[f] !== core.checksum(pool.words, f * wpp, wpp) || d.key[f] !== core.key(pool.words, f * wpp, wpp)) return `${space.name}[${p}] (frame ${f}): a stale digest passes as valid`
       if (d.zero[f] !== (pool.isZero(f) ? 1 : 0)) return `${space.name}[${p}] (frame ${f}): the zero flag says ${d.zero[f]}, the bytes say otherwise`

@@ -55,7 +55,7 @@ export function recountPool(engine: Engine): void {
   const mapped = new Set<number>()
   for (const space of engine.spaces()) {
     for (let p = 0; p < space.pages; p++) {
-      const f = space.pte[p]!
+      const f = space.frameAt(p)
       if (f === ZERO_FRAME) continue
       expect(f >>> pool.slabShift, `${space.name}[${p}] maps frame ${f} beyond the store`).toBeLessThan(nSlabs)
       if (!mapped.has(f)) {

@@ -4,7 +4,7 @@
  */
 import type { Engine } from "./internals.ts"
 import { FRAME_KSM, FRAME_SHARED, ZERO_FRAME } from "../../src/memory/frames.ts"
-import { PAGE_KSM_ZERO, PAGE_MERGED, PAGE_PINNED, PAGE_UFFD_WP, PAGE_WRITABLE } from "../../src/memory/flags.ts"
+import { PAGE_KSM_ZERO, PAGE_MERGED, PAGE_PINNED, PAGE_UFFD_WP } from "../../src/memory/flags.ts"
 
 export interface Recount {
   pagesShared: number
@@ -24,24 +24,25 @@ export function recount(engine: Engine): Recount {
   for (const s of engine.spaces()) {
     let spaceZero = 0
     for (let pi = 0; pi < s.pages; pi++) {
-      const f = s.pte[pi]!
+      const f = s.frameAt(pi)
       const fl = s.pflags[pi]!
+      const writable = s.isWritable(pi)
       if ((fl & PAGE_KSM_ZERO) !== 0) {
         if (f !== ZERO_FRAME) throw new Error(`${s.name}[${pi}]: KSM_ZERO page maps frame ${f}`)
-        if ((fl & (PAGE_MERGED | PAGE_WRITABLE)) !== 0) throw new Error(`${s.name}[${pi}]: KSM_ZERO page is merged or writable`)
+        if ((fl & PAGE_MERGED) !== 0 || writable) throw new Error(`${s.name}[${pi}]: KSM_ZERO page is merged or writable`)
         spaceZero++
       }
       if (f === ZERO_FRAME) {
-        if ((fl & (PAGE_MERGED | PAGE_WRITABLE | PAGE_PINNED)) !== 0) throw new Error(`${s.name}[${pi}]: zero-frame page has flags ${fl}`)
+        if ((fl & (PAGE_MERGED | PAGE_PINNED)) !== 0 || writable) throw new Error(`${s.name}[${pi}]: zero-frame page has flags ${fl}${writable ? " and is writable" : ""}`)
         continue
       }
       mapped.set(f, (mapped.get(f) ?? 0) + 1)
       if ((fl & PAGE_MERGED) !== 0) {
         merged.set(f, (merged.get(f) ?? 0) + 1)
         if ((pool.flags[f]! & FRAME_KSM) === 0) throw new Error(`${s.name}[${pi}]: merged page maps non-table frame ${f}`)
-        if ((fl & (PAGE_WRITABLE | PAGE_PINNED)) !== 0) throw new Error(`${s.name}[${pi}]: merged page is writable or pinned`)
+        if ((fl & PAGE_PINNED) !== 0 || writable) throw new Error(`${s.name}[${pi}]: merged page is writable or pinned`)
       }
-      if ((fl & PAGE_WRITABLE) !== 0) {
+      if (writable) {
         if ((fl & PAGE_UFFD_WP) !== 0) throw new Error(`${s.name}[${pi}]: writable and uffd-wp`)
         if ((pool.flags[f]! & FRAME_KSM) !== 0) throw new Error(`${s.name}[${pi}]: writable page maps a table frame`)
       }
@@ -56,7 +57,7 @@ export function recount(engine: Engine): Recount {
   }
   for (const s of engine.spaces()) {
     for (let pi = 0; pi < s.pages; pi++) {
-      if ((s.pflags[pi]! & PAGE_WRITABLE) !== 0 && mapped.get(s.pte[pi]!) !== 1) throw new Error(`${s.name}[${pi}]: writable page's frame is shared`)
+      if (s.isWritable(pi) && mapped.get(s.frameAt(pi)) !== 1) throw new Error(`${s.name}[${pi}]: writable page's frame is shared`)
     }
   }
   // Table: every entry's frame is a mapped table frame with exactly its merged mappers; no stale entries.

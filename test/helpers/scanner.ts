@@ -30,7 +30,7 @@ export function mapsDuplicates(spaces: AddressSpace[]): boolean {
   const seen = new Set<number>()
   for (const s of spaces) {
     for (let pi = 0; pi < s.pages; pi++) {
-      const f = s.pte[pi]!
+      const f = s.frameAt(pi)
       if (f === 0) continue
       if (seen.has(f)) return true
       seen.add(f)

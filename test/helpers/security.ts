@@ -10,7 +10,6 @@ import { expect } from "vitest"
 import type { AddressSpace } from "./internals.ts"
 import type { Engine } from "./internals.ts"
 import { FRAME_KSM, ZERO_FRAME } from "../../src/memory/frames.ts"
-import { PAGE_WRITABLE } from "../../src/memory/flags.ts"
 
 /** True when frame `f` holds one byte value repeated. */
 export function isConstantFrame(engine: Engine, f: number): boolean {
@@ -27,7 +26,7 @@ export function checkDomainIsolation(engine: Engine): number {
   const byFrame = new Map<number, AddressSpace[]>()
   for (const s of engine.spaces()) {
     for (let pi = 0; pi < s.pages; pi++) {
-      const f = s.pte[pi]!
+      const f = s.frameAt(pi)
       if (f === ZERO_FRAME) continue
       const list = byFrame.get(f)
       if (list === undefined) byFrame.set(f, [s])
@@ -57,10 +56,9 @@ export function checkSecureInvariants(engine: Engine): void {
     const idle = s.idle
     if (idle === null || idle.length !== s.pages) throw new Error(`${s.name}: secure space without an idle array`)
     for (let pi = 0; pi < s.pages; pi++) {
-      const fl = s.pflags[pi]!
-      if ((fl & PAGE_WRITABLE) === 0) continue
+      if (!s.isWritable(pi)) continue
       if (idle[pi] !== 0) throw new Error(`${s.name}[${pi}]: armed (idle ${idle[pi]}) but writable: a write would not end its idle period`)
-      if ((pool.flags[s.pte[pi]!]! & FRAME_KSM) !== 0) throw new Error(`${s.name}[${pi}]: writable on a table frame`)
+      if ((pool.flags[s.frameAt(pi)]! & FRAME_KSM) !== 0) throw new Error(`${s.name}[${pi}]: writable on a table frame`)
     }
   }
 }

@@ -168,7 +168,7 @@ export function step<E extends { readonly k: string }>(w: World, op: Op | E, ext
     case "pin": {
       const [a, n] = clampRange(space, op.addr, op.len)
       space.pin(a, n)
-      if (n > 0) for (let p = Math.floor(a / ps); p < Math.ceil((a + n) / ps); p++) if (pins[p]!++ === 0) t.pinnedFrame[p] = space.pte[p]!
+      if (n > 0) for (let p = Math.floor(a / ps); p < Math.ceil((a + n) / ps); p++) if (pins[p]!++ === 0) t.pinnedFrame[p] = space.frameAt(p)
       return
     }
     case "unpin": {
@@ -259,7 +259,7 @@ export function check<E>(w: World, ext: Extension<E> = {}): void {
       if ((space.pflags[p]! & PAGE_PINNED) !== 0) expect(space.pflags[p]! & PAGE_MERGED).toBe(0)
       if (pins[p]! === 0) continue
       const f = pinnedFrame[p]!
-      if (space.pte[p] !== f) throw new Error(`${space.name}[${p}] is pinned at frame ${f} but now maps ${space.pte[p]}`)
+      if (space.frameAt(p) !== f) throw new Error(`${space.name}[${p}] is pinned at frame ${f} but now maps ${space.frameAt(p)}`)
       expect(pool.flags[f]! & FRAME_PINNED).toBe(FRAME_PINNED)
     }
   }

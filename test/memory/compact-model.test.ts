@@ -39,7 +39,7 @@ function recountSharing(engine: Engine): void {
     for (let p = 0; p < space.pages; p++) {
       const fl = space.pflags[p]!
       if ((fl & PAGE_KSM_ZERO) !== 0) zero++
-      if ((fl & PAGE_MERGED) !== 0) mergedMappers.set(space.pte[p]!, (mergedMappers.get(space.pte[p]!) ?? 0) + 1)
+      if ((fl & PAGE_MERGED) !== 0) mergedMappers.set(space.frameAt(p), (mergedMappers.get(space.frameAt(p)) ?? 0) + 1)
     }
   }
   let shared = 0

@@ -20,7 +20,7 @@ function observe(engine: Engine): unknown {
   const m = engine.memory()
   return {
     contents: engine.spaces().map((s) => Buffer.from(s.read(0, s.size)).toString("base64")),
-    ptes: engine.spaces().map((s) => Array.from(s.pte)),
+    ptes: engine.spaces().map((s) => Array.from(s.frameTable())),
     stats: engine.stats(),
     memory: { ...m, compaction: undefined },
     slabs: engine.pool.slabCount,
@@ -111,8 +111,8 @@ describe("compaction", () => {
     const c = engine.createSpace({ size: PS })
     page(c, 0, 1000)
     expect(c.merge().merged).toBe(1)
-    expect(c.pte[0]).toBe(a.pte[0])
-    expect(engine.pool.flags[c.pte[0]!]! & FRAME_KSM).toBe(FRAME_KSM)
+    expect(c.frameAt(0)).toBe(a.frameAt(0))
+    expect(engine.pool.flags[c.frameAt(0)]! & FRAME_KSM).toBe(FRAME_KSM)
     checkCounters(engine)
   })
 
@@ -122,16 +122,16 @@ describe("compaction", () => {
     for (let p = 0; p < 4 * FPS; p++) page(a, p, 5000 + p)
     const pinnedPage = 2 * FPS + 10
     a.pin(pinnedPage * PS, PS)
-    const f = a.pte[pinnedPage]!
+    const f = a.frameAt(pinnedPage)
     const slab = f >>> engine.pool.slabShift
     // Free every frame above the pinned one's slab and most below: the live frames would fit in fewer slabs.
     for (let p = 0; p < 4 * FPS; p++) {
       if (p === pinnedPage) continue
-      if (a.pte[p]! >>> engine.pool.slabShift > slab || p % 2 === 0) a.discard(p * PS, PS)
+      if (a.frameAt(p) >>> engine.pool.slabShift > slab || p % 2 === 0) a.discard(p * PS, PS)
     }
     const r = engine.compact()
     expect(r.done).toBe(true)
-    expect(a.pte[pinnedPage]).toBe(f)
+    expect(a.frameAt(pinnedPage)).toBe(f)
     expect(engine.pool.slabCount).toBe(slab + 1) // shrunk down to the pinned frame's slab, not below
     expect(engine.pool.isZero(ZERO_FRAME)).toBe(true)
     expect(a.readU32(pinnedPage * PS + 16)).toBe(5000 + pinnedPage)
@@ -140,13 +140,13 @@ describe("compaction", () => {
     a.discard(0, pinnedPage * PS)
     a.discard((pinnedPage + 1) * PS, a.size - (pinnedPage + 1) * PS)
     engine.compact()
-    expect(a.pte[pinnedPage]).not.toBe(f)
+    expect(a.frameAt(pinnedPage)).not.toBe(f)
     expect(engine.pool.slabCount).toBe(1)
     expect(a.readU32(pinnedPage * PS + 16)).toBe(5000 + pinnedPage)
     const z = engine.createSpace({ size: PS })
     z.fill(0, PS, 0)
     z.merge()
-    expect(z.pte[0]).toBe(ZERO_FRAME)
+    expect(z.frameAt(0)).toBe(ZERO_FRAME)
     checkCounters(engine)
   })
 
@@ -353,7 +353,7 @@ describe("accounting", () => {
     const engine = new Engine({ pageSize: PS, autoCompact: false })
     const a = engine.createSpace({ size: 3 * FPS * PS })
     a.fill(0, a.size, 1)
-    const slabOf = (p: number): number => a.pte[p]! >>> engine.pool.slabShift
+    const slabOf = (p: number): number => a.frameAt(p) >>> engine.pool.slabShift
     // Slab of page 10: nearly full after one discard; slab of page 2*FPS+10: half empty.
     const dense = slabOf(10)
     const sparse = slabOf(2 * FPS + 10)
@@ -363,7 +363,7 @@ describe("accounting", () => {
     a.discard(2 * FPS * PS + PS, PS) // make sure the sparse slab has more holes
     const b = engine.createSpace({ size: PS })
     b.fill(0, PS, 2)
-    expect(b.pte[0]! >>> engine.pool.slabShift).toBe(dense)
+    expect(b.frameAt(0) >>> engine.pool.slabShift).toBe(dense)
   })
 
   it("the store shrinks when emptied and grows back, so frame ids stay dense", async () => {
@@ -376,7 +376,7 @@ describe("accounting", () => {
     expect(engine.memory().slabs).toBe(1)
     a.fill(0, a.size, 3)
     expect(engine.pool.slabCount).toBeLessThanOrEqual(slabs)
-    for (let p = 0; p < a.pages; p++) expect(a.pte[p]!).toBeLessThan(engine.pool.slabCount * FPS)
+    for (let p = 0; p < a.pages; p++) expect(a.frameAt(p)).toBeLessThan(engine.pool.slabCount * FPS)
     expect(a.readU8(a.size - 1)).toBe(3)
     checkCounters(engine)
   })

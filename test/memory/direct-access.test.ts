@@ -7,7 +7,6 @@
  */
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { PAGE_WRITABLE } from "../../src/memory/flags.ts"
 import { SksmError } from "../../src/errors.ts"
 import { type AddressSpace, Engine } from "../helpers/internals.ts"
 import { checkCounters } from "../helpers/recount.ts"
@@ -224,7 +223,7 @@ describe("direct access: memory, translate, tlbEpoch", () => {
             const owner = spaces[tlb.sp]!
             // Attached means still valid: the page's own frame, private and writable.
             expect(owner.s.translate(tlb.page * PS, false)).toBe(tlb.base)
-            expect(owner.s.pflags[tlb.page]! & PAGE_WRITABLE).toBe(PAGE_WRITABLE)
+            expect(owner.s.isWritable(tlb.page)).toBe(true)
             tlb.words[(tlb.base >>> 2) + 2] = 0x5a5a5a5a
             owner.ref[((tlb.page * PS) >>> 2) + 2] = 0x5a5a5a5a
           }

@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest"
 import type { AddressSpace } from "../helpers/internals.ts"
 import { Engine } from "../helpers/internals.ts"
 import { PageCategory as IndexPageCategory } from "../../src/index.ts"
-import { PAGE_KSM_ZERO, PAGE_SOFT_DIRTY, PAGE_UFFD_REG, PAGE_UFFD_WP, PAGE_WRITABLE } from "../../src/memory/flags.ts"
+import { PAGE_KSM_ZERO, PAGE_SOFT_DIRTY, PAGE_UFFD_REG, PAGE_UFFD_WP } from "../../src/memory/flags.ts"
 import { PageCategory, type PagemapScanArgs, type PagemapScanResult, type PageRegion } from "../../src/memory/pagemap.ts"
 import { checkCounters } from "../helpers/recount.ts"
 import { expectTag } from "../helpers/errors.ts"
@@ -88,7 +88,12 @@ const LEN = (r: PageRegion | undefined): number => (r === undefined ? -1 : (r.en
 
 /** Everything a scan may change or that must not change: flags, page table, counters. */
 function snapshot(a: AddressSpace): unknown {
-  return { pflags: Array.from(a.pflags), pte: Array.from(a.pte), cow: a.cowFaults, stats: engineOf.get(a)!.stats() }
+  return { pflags: Array.from(a.pflags), pte: Array.from(a.frameTable()), writable: writableOf(a), cow: a.cowFaults, stats: engineOf.get(a)!.stats() }
+}
+
+/** Each page's PTE_WRITABLE. */
+function writableOf(a: AddressSpace): boolean[] {
+  return Array.from({ length: a.pages }, (_, pi) => a.isWritable(pi))
 }
 
 describe("PageCategory", () => {
@@ -688,14 +693,16 @@ interface Expected {
   regions: PageRegion[]
   walkEnd: number
   pflags: number[]
+  writable: boolean[]
 }
 
 /** do_pagemap_scan, one page per step, written after the kernel's functions. */
-function reference(pflags: Uint8Array, pte: Int32Array, a: Required<PagemapScanArgs>): Expected {
+function reference(pflags: Uint8Array, pte: Int32Array, writable: boolean[], a: Required<PagemapScanArgs>): Expected {
   const fl = Array.from(pflags)
+  const w = writable.slice()
   const end = Math.ceil(a.end / PS) * PS
   if (a.checkWpAsync) {
-    for (let addr = a.start; addr < end; addr += PS) if ((fl[addr / PS]! & PAGE_UFFD_REG) === 0) return { error: true, regions: [], walkEnd: 0, pflags: fl }
+    for (let addr = a.start; addr < end; addr += PS) if ((fl[addr / PS]! & PAGE_UFFD_REG) === 0) return { error: true, regions: [], walkEnd: 0, pflags: fl, writable: w }
   }
   const maxPages = a.maxPages === 0 ? Number.POSITIVE_INFINITY : a.maxPages
   const buf: { start: number; end: number; categories: number }[] = []
@@ -741,9 +748,12 @@ function reference(pflags: Uint8Array, pte: Int32Array, a: Required<PagemapScanA
     if (a.categoryAnyofMask !== 0 && (x & a.categoryAnyofMask) === 0) continue
     const next = output(c, addr, addr + PS)
     if (next === addr) break
-    if (a.wpMatching && (c & WRITTEN) !== 0) fl[pi] = (fl[pi]! | PAGE_UFFD_WP) & ~PAGE_WRITABLE
+    if (a.wpMatching && (c & WRITTEN) !== 0) {
+      fl[pi] = fl[pi]! | PAGE_UFFD_WP
+      w[pi] = false
+    }
   }
-  return { error: false, regions: buf.filter((r) => r.end !== r.start), walkEnd: walkEnd ?? end, pflags: fl }
+  return { error: false, regions: buf.filter((r) => r.end !== r.start), walkEnd: walkEnd ?? end, pflags: fl, writable: w }
 }
 
 type Op =
@@ -822,7 +832,7 @@ describe("property: pagemapScan equals the naive per-page reference", () => {
             continue
           }
           // A scan: the result, or the refusal, equals the reference's.
-          const want = reference(a.pflags, a.pte, op.args)
+          const want = reference(a.pflags, a.frameTable(), writableOf(a), op.args)
           const before = snapshot(a)
           let got: PagemapScanResult | undefined
           let err: unknown
@@ -838,6 +848,7 @@ describe("property: pagemapScan equals the naive per-page reference", () => {
             expect(err).toBeUndefined()
             expect(got).toEqual({ regions: want.regions, walkEnd: want.walkEnd })
             expect(Array.from(a.pflags)).toEqual(want.pflags)
+            expect(writableOf(a)).toEqual(want.writable)
           }
         }
         checkCounters(engine)

@@ -95,10 +95,10 @@ describe("space basics", () => {
     const { engine, a } = setup()
     a.fill(0, PS, 7)
     a.pin(0, 10)
-    const f = a.pte[0]
+    const f = a.frameAt(0)
     const b = a.fork()
-    expect(a.pte[0]).toBe(f)
-    expect(b.pte[0]).not.toBe(f)
+    expect(a.frameAt(0)).toBe(f)
+    expect(b.frameAt(0)).not.toBe(f)
     expect(b.readU8(0)).toBe(7)
     expect(b.pinnedPages).toBe(0)
     a.unpin(0, 10)

@@ -8,7 +8,7 @@
 import { describe, expect, it } from "vitest"
 import type { AddressSpace } from "../helpers/internals.ts"
 import { Engine } from "../helpers/internals.ts"
-import { PAGE_UFFD_REG, PAGE_UFFD_WP, PAGE_WRITABLE } from "../../src/memory/flags.ts"
+import { PAGE_UFFD_REG, PAGE_UFFD_WP } from "../../src/memory/flags.ts"
 import { PageCategory, type PageRegion } from "../../src/memory/pagemap.ts"
 import { checkCounters } from "../helpers/recount.ts"
 import { expectTag } from "../helpers/errors.ts"
@@ -43,10 +43,10 @@ describe("writeProtect (uffd-wp async)", () => {
     a.writeProtect(0, a.size)
     expect(written(a)).toEqual([])
     const frames = engine.memory().framesInUse
-    const f = a.pte[1]
+    const f = a.frameAt(1)
     a.writeU8(PS + 5, 9)
     expect(a.cowFaults).toBe(0)
-    expect(a.pte[1]).toBe(f)
+    expect(a.frameAt(1)).toBe(f)
     expect(engine.memory().framesInUse).toBe(frames)
     expect(a.readU8(PS + 5)).toBe(9)
     expect(a.readU8(PS + 6)).toBe(1)
@@ -57,11 +57,11 @@ describe("writeProtect (uffd-wp async)", () => {
   it("protection makes a page not writable; unprotecting restores direct writes for private frames", () => {
     const { a } = setup(2)
     a.fill(0, a.size, 1)
-    expect(a.pflags[0]! & PAGE_WRITABLE).toBe(PAGE_WRITABLE)
+    expect(a.isWritable(0)).toBe(true)
     a.writeProtect(0, a.size)
-    expect(a.pflags[0]! & (PAGE_WRITABLE | PAGE_UFFD_WP | PAGE_UFFD_REG)).toBe(PAGE_UFFD_WP | PAGE_UFFD_REG)
+    expect([a.isWritable(0), a.pflags[0]! & (PAGE_UFFD_WP | PAGE_UFFD_REG)]).toEqual([false, PAGE_UFFD_WP | PAGE_UFFD_REG])
     a.writeProtect(0, PS, false)
-    expect(a.pflags[0]! & (PAGE_WRITABLE | PAGE_UFFD_WP | PAGE_UFFD_REG)).toBe(PAGE_WRITABLE | PAGE_UFFD_REG)
+    expect([a.isWritable(0), a.pflags[0]! & (PAGE_UFFD_WP | PAGE_UFFD_REG)]).toEqual([true, PAGE_UFFD_REG])
     // An unprotected page reads WRITTEN: there is no protection left to have been cleared.
     expect(written(a)).toEqual([0])
   })
@@ -164,7 +164,7 @@ describe("writeProtect (uffd-wp async)", () => {
     const child = a.fork()
     a.writeProtect(0, a.size, true)
     a.writeProtect(0, a.size, false)
-    for (let p = 0; p < 4; p++) expect(a.pflags[p]! & PAGE_WRITABLE).toBe(0)
+    for (let p = 0; p < 4; p++) expect(a.isWritable(p)).toBe(false)
     a.writeU8(0, 1)
     expect(child.readU8(0)).toBe(0x44)
     const b = engine.createSpace({ size: 2 * PS })

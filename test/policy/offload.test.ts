@@ -161,7 +161,7 @@ describe("offload equivalence", () => {
           }
           expect(b.stats()).toEqual(a.stats())
           // The same pages share frames (frame numbers may differ; the partition may not).
-          const sharing = (e: Engine) => e.spaces().map((sp) => Array.from(sp.pte, (f) => (f === ZERO_FRAME ? -1 : sp.pte.indexOf(f))))
+          const sharing = (e: Engine) => e.spaces().map((sp) => sp.frameTable()).map((t) => Array.from(t, (f) => (f === ZERO_FRAME ? -1 : t.indexOf(f))))
           expect(sharing(b)).toEqual(sharing(a))
           for (let s = 0; s < 3; s++) expect(Buffer.compare(b.spaces()[s]!.read(0, 40 * PS), a.spaces()[s]!.read(0, 40 * PS))).toBe(0)
           // ksm: the host hashed nothing itself, every digest came from the thread.

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "vitest"
 import { Engine } from "../helpers/internals.ts"
-import { PAGE_MERGED, PAGE_UFFD_REG, PAGE_UFFD_WP, PAGE_WRITABLE } from "../../src/memory/flags.ts"
+import { PAGE_MERGED, PAGE_UFFD_REG, PAGE_UFFD_WP } from "../../src/memory/flags.ts"
 import { PageCategory } from "../../src/memory/pagemap.ts"
 import { checkCounters } from "../helpers/recount.ts"
 import { allBytes, checkScanCounters, filled, fullScans, PS } from "../helpers/scanner.ts"
@@ -50,7 +50,7 @@ describe("tracked: unique pages never pay copy-on-write", () => {
     const engine = new Engine()
     const a = pagesOf(engine, 16, (p) => p + 1)
     fullScans(engine.scanner({ policy: "ksm" }), 8)
-    for (let p = 0; p < 16; p++) expect(a.pflags[p]! & PAGE_WRITABLE).toBe(PAGE_WRITABLE)
+    for (let p = 0; p < 16; p++) expect(a.isWritable(p)).toBe(true)
     expect(engine.core.table.size).toBe(0)
   })
 })
@@ -135,12 +135,12 @@ describe("tracked: invariant duplicates merge after stablePasses", () => {
     const ksmd = engine.scanner({ policy: "tracked", stablePasses: 1 })
     fullScans(ksmd, 2)
     expect(engine.stats().pagesSharing).toBe(5)
-    expect(b.pte[2]).toBe(a.pte[0])
+    expect(b.frameAt(2)).toBe(a.frameAt(0))
     const c = filled(engine, 2, 0x7e, false)
     c.merge() // stable frame of 0x7e
     const d = filled(engine, 2, 0x7e)
     fullScans(ksmd, 2)
-    expect(d.pte[0]).toBe(c.pte[0])
+    expect(d.frameAt(0)).toBe(c.frameAt(0))
     expect(engine.stats().pagesUnique).toBe(0)
     checkCounters(engine)
   })

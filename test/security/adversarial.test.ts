@@ -57,7 +57,7 @@ function checkCorrect(engine: Engine, spaces: AddressSpace[], ref: Map<AddressSp
     const want = ref.get(s)!
     expect(Buffer.compare(s.read(0, s.size), want)).toBe(0)
     for (let pi = 0; pi < s.pages; pi++) {
-      const f = s.pte[pi]!
+      const f = s.frameAt(pi)
       if (f === ZERO_FRAME) continue
       const page = want.subarray(pi * PS, (pi + 1) * PS)
       const seen = owner.get(f)
@@ -78,7 +78,7 @@ describe("key material is secret", () => {
       const engine = new Engine({ pageSize: PS })
       const s = engine.createSpace({ size: PS })
       s.write(0, bytesOf(page))
-      keys.add(engine.core.keyOf(s.pte[0]!))
+      keys.add(engine.core.keyOf(s.frameAt(0)))
     }
     expect(spy).toHaveBeenCalled()
     // Eight engines, eight independent keys (a collision among 8 random u32s: ~1e-8).
@@ -250,7 +250,7 @@ describe("flooding with the real keyed key", () => {
     }
     a.write(0, data)
     // They really do share the sampled key.
-    expect(new Set([0, 1, 2, n - 1].map((i) => engine.core.keyOf(a.pte[i]!))).size).toBe(1)
+    expect(new Set([0, 1, 2, n - 1].map((i) => engine.core.keyOf(a.frameAt(i)))).size).toBe(1)
     const w = mergeEachPage(engine, a)
     expect(w.compares).toBeLessThanOrEqual(2 * engine.core.maxCandidates)
     expect(w.visits).toBeLessThanOrEqual(3 * engine.core.maxWalk)
@@ -274,7 +274,7 @@ describe("flooding with the real keyed key", () => {
     victim.write(PS, bytesOf(known))
     const r = victim.merge()
     expect(r.merged).toBe(1)
-    expect(victim.pte[0]).toBe(victim.pte[1])
+    expect(victim.frameAt(0)).toBe(victim.frameAt(1))
     checkCounters(engine)
   })
 
@@ -300,7 +300,7 @@ describe("flooding with the real keyed key", () => {
     attacker.merge()
     // They do collide on the full checksum (the differential is real)...
     const sums = new Set<number>()
-    for (let v = 0; v < n; v++) sums.add(engine.core.checksumOf(attacker.pte[v]!))
+    for (let v = 0; v < n; v++) sums.add(engine.core.checksumOf(attacker.frameAt(v)))
     expect(sums.size).toBe(1)
     // ...and still two copies of the known page merge, and nothing else did.
     const victim = engine.createSpace({ size: 2 * P })
@@ -309,7 +309,7 @@ describe("flooding with the real keyed key", () => {
     const r = victim.merge()
     expect(r.merged).toBe(1)
     expect(r.skipped.crowded).toBe(0)
-    expect(victim.pte[0]).toBe(victim.pte[1])
+    expect(victim.frameAt(0)).toBe(victim.frameAt(1))
     expect(engine.stats().pagesSharing).toBe(1)
     checkCounters(engine)
   })
@@ -336,7 +336,7 @@ describe("flooding with the real keyed key", () => {
     victim.advise(0, victim.size, "mergeable")
     const ksmd = engine.scanner({ policy: "ksm", pagesToScan: 1000 })
     while (engine.stats().fullScans < 6) ksmd.tick()
-    expect(victim.pte[0]).toBe(victim.pte[1])
+    expect(victim.frameAt(0)).toBe(victim.frameAt(1))
     expect(engine.stats().pagesSharing).toBe(1)
     checkCounters(engine)
   })
@@ -357,7 +357,7 @@ describe("flooding with the real keyed key", () => {
     a.write(0, data)
     const w = mergeEachPage(engine, a)
     expect(w.compares).toBeLessThanOrEqual(3 * maxCandidates)
-    for (let i = 0; i < n; i++) expect(a.pte[i]).toBe(a.pte[2 * n - 1 - i])
+    for (let i = 0; i < n; i++) expect(a.frameAt(i)).toBe(a.frameAt(2 * n - 1 - i))
     expect(engine.stats().pagesShared).toBe(n)
     expect(engine.stats().pagesSharing).toBe(n)
     checkCorrect(engine, [a], new Map([[a, data]]))

@@ -9,7 +9,7 @@ import type { AddressSpace } from "../helpers/internals.ts"
 import { Outcome } from "../../src/core/merge.ts"
 import { Engine, type EngineOptions } from "../helpers/internals.ts"
 import { FRAME_KSM, ZERO_FRAME } from "../../src/memory/frames.ts"
-import { PAGE_MERGED, PAGE_WRITABLE } from "../../src/memory/flags.ts"
+import { PAGE_MERGED } from "../../src/memory/flags.ts"
 import { checkCounters } from "../helpers/recount.ts"
 import { checkDomainIsolation, checkSecureInvariants } from "../helpers/security.ts"
 
@@ -39,7 +39,7 @@ function writeCost(engine: Engine, s: AddressSpace, pi: number): { cow: number; 
 
 function isCandidateState(engine: Engine, s: AddressSpace, pi: number): boolean {
   const fl = s.pflags[pi]!
-  return (fl & PAGE_WRITABLE) === 0 && (fl & PAGE_MERGED) !== 0 && (engine.pool.flags[s.pte[pi]!]! & FRAME_KSM) !== 0
+  return !s.isWritable(pi) && (fl & PAGE_MERGED) !== 0 && (engine.pool.flags[s.frameAt(pi)]! & FRAME_KSM) !== 0
 }
 
 describe("secure mode: a write does not reveal whether another space holds the same content", () => {
@@ -102,7 +102,7 @@ describe("secure mode: a write does not reveal whether another space holds the s
     for (let i = 0; i < 6; i++) s.write(i * PS, page(2, i))
     const r = s.merge()
     expect(r.skipped.crowded).toBeGreaterThan(0)
-    const writable = [0, 1, 2, 3, 4, 5].filter((i) => (s.pflags[i]! & PAGE_WRITABLE) !== 0)
+    const writable = [0, 1, 2, 3, 4, 5].filter((i) => s.isWritable(i))
     expect(writable.length).toBe(r.skipped.crowded)
   })
 
@@ -148,10 +148,10 @@ describe("secure mode: frames come from a randomised free list", () => {
     let hits = 0
     for (let t = 0; t < trials; t++) {
       const victim = t % 32
-      const freed = s.pte[victim]!
+      const freed = s.frameAt(victim)
       s.discard(victim * PS, PS)
       s.writeU8(victim * PS + 7, 9) // fault: allocate
-      if (s.pte[victim] === freed) hits++
+      if (s.frameAt(victim) === freed) hits++
     }
     checkCounters(engine)
     return hits
@@ -167,9 +167,9 @@ describe("secure mode: frames come from a randomised free list", () => {
     const engine = new Engine({ pageSize: PS, secure: true, idlePasses: 0, autoCompact: false })
     const s = engine.createSpace({ size: 32 * PS })
     for (let i = 0; i < 32; i++) s.write(i * PS, page(5, i))
-    const before = Array.from(s.pte)
+    const before = Array.from(s.frameTable())
     s.merge()
-    const same = before.filter((f, i) => s.pte[i] === f).length
+    const same = before.filter((f, i) => s.frameAt(i) === f).length
     expect(same).toBeLessThan(4)
     checkCounters(engine)
   })
@@ -200,16 +200,16 @@ describe("secure mode: only pages that stayed unwritten are candidates", () => {
     for (let i = 0; i < 3; i++) s.write(i * PS, page(6, 1))
     const r1 = s.merge()
     expect(r1.skipped.notIdle).toBe(3)
-    for (let i = 0; i < 3; i++) expect(s.pflags[i]! & PAGE_WRITABLE).toBe(0)
+    for (let i = 0; i < 3; i++) expect(s.isWritable(i)).toBe(false)
     // Page 1 is written between the passes: a cheap fault (no copy), and it starts over.
     expect(writeCost(engine, s, 1)).toEqual({ cow: 0, random: 0, plain: 0 })
     s.writeU8(PS + 1, 6) // back to the shared content
     const r2 = s.merge()
     expect([r2.inserted, r2.merged, r2.skipped.notIdle]).toEqual([1, 1, 1])
-    expect(s.pte[0]).toBe(s.pte[2])
+    expect(s.frameAt(0)).toBe(s.frameAt(2))
     const r3 = s.merge()
     expect(r3.merged).toBe(1)
-    expect(new Set(Array.from(s.pte)).size).toBe(1)
+    expect(new Set(Array.from(s.frameTable())).size).toBe(1)
     checkCounters(engine)
     checkSecureInvariants(engine)
   })
@@ -223,7 +223,7 @@ describe("secure mode: only pages that stayed unwritten are candidates", () => {
       const s = engine.createSpace({ size: 2 * PS })
       s.fill(0, s.size, 9)
       let n = 0
-      while (s.pte[0] !== s.pte[1]) {
+      while (s.frameAt(0) !== s.frameAt(1)) {
         s.merge()
         n++
         expect(n).toBeLessThanOrEqual(want)
@@ -281,8 +281,8 @@ describe("domains are the isolation boundary", () => {
       expect(xc.domain).toBe("x")
       for (const s of [x, y, xc]) s.merge()
       for (let i = 0; i < 4; i++) {
-        expect(y.pte[i]).not.toBe(x.pte[i])
-        expect(y.pte[i]).not.toBe(xc.pte[i])
+        expect(y.frameAt(i)).not.toBe(x.frameAt(i))
+        expect(y.frameAt(i)).not.toBe(xc.frameAt(i))
       }
       checkDomainIsolation(engine)
       checkCounters(engine)
@@ -300,12 +300,12 @@ describe("domains are the isolation boundary", () => {
       s.write(2 * PS, page(0x41, 1)) // almost constant
       s.merge()
     }
-    expect(a.pte[0]).toBe(b.pte[0])
-    expect(a.pte[1]).toBe(b.pte[1])
-    expect(a.pte[2]).not.toBe(b.pte[2])
+    expect(a.frameAt(0)).toBe(b.frameAt(0))
+    expect(a.frameAt(1)).toBe(b.frameAt(1))
+    expect(a.frameAt(2)).not.toBe(b.frameAt(2))
     // c is not secure: its constant pages stay in its own domain.
-    expect(c.pte[0]).not.toBe(a.pte[0])
-    expect(c.pte[1]).not.toBe(a.pte[1])
+    expect(c.frameAt(0)).not.toBe(a.frameAt(0))
+    expect(c.frameAt(1)).not.toBe(a.frameAt(1))
     expect(checkDomainIsolation(engine)).toBe(2)
     checkCounters(engine)
   })
@@ -319,7 +319,7 @@ describe("domains are the isolation boundary", () => {
       y.write(0, page(1, 9))
       x.merge()
       y.merge()
-      expect(x.pte[0]).toBe(y.pte[0])
+      expect(x.frameAt(0)).toBe(y.frameAt(0))
     }
   })
 
@@ -451,8 +451,8 @@ describe("domains are the isolation boundary", () => {
       const k = engine.scanner({ policy, ...(policy === "tracked" ? { stablePasses: 1 } : {}) })
       for (let i = 0; i < 12; i++) k.tick()
       for (let i = 0; i < 4; i++) {
-        expect(x1.pte[i]).toBe(x2.pte[i])
-        expect(y.pte[i]).not.toBe(x1.pte[i])
+        expect(x1.frameAt(i)).toBe(x2.frameAt(i))
+        expect(y.frameAt(i)).not.toBe(x1.frameAt(i))
       }
       checkDomainIsolation(engine)
       checkSecureInvariants(engine)

@@ -100,7 +100,7 @@ for (const d of DRIVERS) {
       m.start()
       const s = engine.stats()
       expect([s.pagesShared, s.pagesSharing]).toEqual([2, 2])
-      expect(a.pte[0]).not.toBe(b.pte[0])
+      expect(a.frameAt(0)).not.toBe(b.frameAt(0))
       m.check()
     })
   })
@@ -143,7 +143,7 @@ for (const d of SCANNERS) {
       fullScans(m.ksmd!, 3)
       expect(engine.stats().pagesSharing).toBe(3)
       for (let p = 4; p < 8; p++) expect(a.pflags[p]! & 2).toBe(0) // PAGE_MERGED
-      expect(new Set([4, 5, 6, 7].map((p) => a.pte[p])).size).toBe(4)
+      expect(new Set([4, 5, 6, 7].map((p) => a.frameAt(p))).size).toBe(4)
       m.check()
     })
   })
