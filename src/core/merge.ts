@@ -674,14 +674,10 @@ export class MergeCore implements SharingObserver {
    */
   #crowd(key: number): void {
     this.#crowded.add(key)
-    const table = this.table
-    const move: number[] = []
-    for (let e = table.head(key); e !== -1; e = table.next[e]!) if (table.key[e] === key) move.push(e)
-    for (const e of move) {
-      const f = table.frame[e]!
+    this.#rekeyAll(key, (f) => {
       const k2 = secondKey(this.checksumOf(f), key)
-      table.rekey(e, this.#crowded2.size !== 0 && this.#crowded2.has(k2) ? thirdKey(this.#nhOf(f), k2) : k2)
-    }
+      return this.#crowded2.size !== 0 && this.#crowded2.has(k2) ? thirdKey(this.#nhOf(f), k2) : k2
+    })
   }
 
   /**
@@ -691,10 +687,15 @@ export class MergeCore implements SharingObserver {
    */
   #crowd2(k2: number): void {
     this.#crowded2.add(k2)
+    this.#rekeyAll(k2, (f) => thirdKey(this.#nhOf(f), k2))
+  }
+
+  /** Move every entry under `key` to the key `to` gives its frame (cold: a key crowding, once). */
+  #rekeyAll(key: number, to: (f: number) => number): void {
     const table = this.table
     const move: number[] = []
-    for (let e = table.head(k2); e !== -1; e = table.next[e]!) if (table.key[e] === k2) move.push(e)
-    for (const e of move) table.rekey(e, thirdKey(this.#nhOf(table.frame[e]!), k2))
+    for (let e = table.head(key); e !== -1; e = table.next[e]!) if (table.key[e] === key) move.push(e)
+    for (const e of move) table.rekey(e, to(table.frame[e]!))
   }
 
   /**
