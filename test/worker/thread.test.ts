@@ -59,6 +59,42 @@ describe("worker scanner with a real thread", () => {
     expect(_internals(b).scanner()!.hostHashes).toBe(0)
   }, 30_000)
 
+  it("the store's shrink after merging copies into the store the thread prefaulted; contents exact", async () => {
+    const e = new Engine({ seed: 5, sharedMemory: true })
+    const pages = 32768 // 128 MiB, half of it duplicates: the shrink gives back ~64 MiB
+    const sp = e.createSpace({ size: pages * PS })
+    sp.advise(0, sp.size, "mergeable")
+    for (let p = 0; p < pages; p++) sp.writeU32(p * PS, p % 2 === 0 ? p + 1 : 7)
+    const ref = sp.read(0, sp.size)
+    const k = await startWorkerScanner(e, { pagesToScan: 10000, sleepMillis: 0, fallback: false })
+    const pool = _internals(e).pool
+    const requested: SharedArrayBuffer[] = []
+    let requestedAt = 0
+    const pf = pool.prefaulter!
+    const prefault = pf.prefault.bind(pf)
+    pf.prefault = (store) => {
+      requested.push(store)
+      requestedAt = performance.now()
+      prefault(store)
+    }
+    const before = e.memory().bytesReserved
+    let shrunkAt = 0
+    try {
+      k.start()
+      const t0 = Date.now()
+      while (e.memory().bytesReserved === before && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 1))
+      shrunkAt = performance.now()
+    } finally {
+      await k.close()
+    }
+    expect(e.memory().bytesReserved).toBeLessThan(before)
+    expect(requested.length).toBeGreaterThan(0)
+    // The prefaulted store, unless the thread was starved past the bounded wait (a loaded machine).
+    if (!requested.includes(pool.bytes.buffer as SharedArrayBuffer)) expect(shrunkAt - requestedAt).toBeGreaterThanOrEqual(240)
+    expect(Buffer.compare(sp.read(0, sp.size), ref)).toBe(0)
+    expect(e.stats().pagesSharing).toBeGreaterThan(0)
+  }, 30_000)
+
   it("disposing spaces mid-scan, then close(): counters stay consistent and the thread is gone", async () => {
     const e = new Engine({ seed: 3, sharedMemory: true })
     fleet(e, 4, 400)
