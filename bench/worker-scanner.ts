@@ -510,10 +510,8 @@ export const workerScanner: BenchModule = {
         `p50 and max over all iterations, p99 the median of the rounds' p99s.\n\n${latTable.join("\n")}`,
     )
     notes.push(
-      "Caveats. (1) In-thread hashing on the host runs at one of two speeds about 2.5x apart, depending on the state of V8's optimised code for the engine's hash closures: a process's first engine is always fast " +
-        "(measured outside this bench: a full-speed batch of W 256 MiB hashed 10000 pages in ~5.5 ms there, ~14 ms in later engines, and an earlier engine that merely scanned made the next one slow); later engines are mostly slow, sometimes fast again " +
-        "(see the in-thread rows: e.g. W ~170-240 ms vs ~320 ms of host CPU). Medians mix the two; a host with a single engine gets the fast case, so its worker/in-thread ratio is higher than here (up to ~2x for W). " +
-        "The hashing thread makes one hasher per thread and is always in the fast case. " +
+      "Caveats. (1) Until 2026-11-30 the engine's page hashes were per-engine closures, and in-thread hashing ran ~1.8x slower in every engine of a process but the first (W 256 MiB: ~320 vs ~175 ms of host CPU), " +
+        "which inflated the in-thread rows of earlier runs (and flattered the worker's ratios); the hashes are module functions now, so every in-thread row here is the fast case. " +
         "(2) The worker's threads include, when the sources run through tsx, Node's module-loader thread of the worker (0 ms after start-up). (3) At the defaults, most of the host's CPU outside batches is the setTimeout(20) loop's wake-ups, the same in both modes. " +
         "(4) startWorkerScanner resolves before the thread has loaded its modules; batches meanwhile end at once, and once one has waited 100 ms (OFFLOAD_STUCK_MILLIS) the host hashes pages itself until the thread shows progress (the cold-start row); " +
         "the warm runs wait for the thread first. The same 100 ms can pass mid-run when the 2 CPUs are contended: the host-hashes column counts it.",
