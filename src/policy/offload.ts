@@ -229,12 +229,13 @@ export const HasherState = {
  * safe: one hasher per ring.
  */
 export class OffloadHasher {
-  #words: Uint32Array
-  #gen: Int32Array
-  #sum: Uint32Array
-  #key: Uint32Array
-  #zero: Uint8Array
-  #version: number
+  // The channel's buffers (#takeBuffers); empty until the constructor takes the first channel's.
+  #words: Uint32Array = new Uint32Array(0)
+  #gen: Int32Array = new Int32Array(0)
+  #sum: Uint32Array = new Uint32Array(0)
+  #key: Uint32Array = new Uint32Array(0)
+  #zero: Uint8Array = new Uint8Array(0)
+  #version = -1
   #wpp: number
   /** The full checksum of an all-zero page: only a page with this sum can be all zeros. */
   readonly #zeroSum: number
@@ -265,14 +266,8 @@ export class OffloadHasher {
     this.#sampleKey = sampledKeyParams(this.#wpp, ch.material)
     this.#zeroSum = keyedFullChecksum(this.#fullKey, new Uint32Array(this.#wpp), 0, this.#wpp)
     this.#tail = Atomics.load(this.#ctl, TAIL)
-    this.#words = new Uint32Array(ch.store)
-    this.#gen = new Int32Array(ch.gen)
-    this.#sum = new Uint32Array(ch.sum)
-    this.#key = new Uint32Array(ch.key)
-    this.#zero = new Uint8Array(ch.zero)
-    this.#version = ch.version
     this.#pfDone = Atomics.load(this.#ctl, PF_DONE)
-    this.#takeSpare(ch)
+    this.update(ch)
   }
 
   #takeSpare(ch: OffloadChannel): void {
@@ -286,6 +281,10 @@ export class OffloadHasher {
   update(ch: OffloadChannel): void {
     this.#takeSpare(ch)
     if (ch.version < this.#version) return
+    this.#takeBuffers(ch)
+  }
+
+  #takeBuffers(ch: OffloadChannel): void {
     this.#words = new Uint32Array(ch.store)
     this.#gen = new Int32Array(ch.gen)
     this.#sum = new Uint32Array(ch.sum)
