@@ -590,28 +590,39 @@ export class SnapshotStore {
 
   async #restore(name: string, engine: Engine, merge: boolean): Promise<AddressSpace[]> {
     const m = await this.#manifestFor(name, engine)
+    return this.#makeSpaces(m, engine, async (space, s, si) => {
+      for (let k = 0; k < s.pages.length; k += IO_PAGES) {
+        const end = Math.min(s.pages.length, k + IO_PAGES)
+        const want = [...new Set(s.ids.slice(k, end))]
+        const got = await this.#backend.getPages(want)
+        const verified = new Map<ContentId, Uint8Array>()
+        want.forEach((id, i) => {
+          const b = got[i]
+          if (this.#verify(s, m.pageSize, id, b)) verified.set(id, b)
+        })
+        for (let i = k; i < end; i++) {
+          const page = verified.get(s.ids[i]!)
+          if (page === undefined) throw this.#corrupt(m, si, i, got[want.indexOf(s.ids[i]!)] !== undefined)
+          if (space.disposed) throw new StoreUnavailable("a restored space was disposed during restore")
+          space.write(s.pages[i]! * m.pageSize, page)
+        }
+      }
+    }, merge)
+  }
+
+  /**
+   * Create the spaces of manifest `m` in `engine`, each filled by `fill` (or registered missing)
+   * before the next is made, then mergeAny as saved, then merged if `merge`; if anything throws,
+   * every space made so far is disposed and the error rethrown.
+   */
+  async #makeSpaces(m: Manifest, engine: Engine, fill: (space: AddressSpace, s: Manifest["spaces"][number], si: number) => Promise<void> | void, merge: boolean): Promise<AddressSpace[]> {
     const made: AddressSpace[] = []
     try {
       for (let si = 0; si < m.spaces.length; si++) {
         const s = m.spaces[si]!
         const space = engine.createSpace({ size: s.size, name: s.name, domain: s.domain })
         made.push(space)
-        for (let k = 0; k < s.pages.length; k += IO_PAGES) {
-          const end = Math.min(s.pages.length, k + IO_PAGES)
-          const want = [...new Set(s.ids.slice(k, end))]
-          const got = await this.#backend.getPages(want)
-          const verified = new Map<ContentId, Uint8Array>()
-          want.forEach((id, i) => {
-            const b = got[i]
-            if (this.#verify(s, m.pageSize, id, b)) verified.set(id, b)
-          })
-          for (let i = k; i < end; i++) {
-            const page = verified.get(s.ids[i]!)
-            if (page === undefined) throw this.#corrupt(m, si, i, got[want.indexOf(s.ids[i]!)] !== undefined)
-            if (space.disposed) throw new StoreUnavailable("a restored space was disposed during restore")
-            space.write(s.pages[i]! * m.pageSize, page)
-          }
-        }
+        await fill(space, s, si)
         if (s.mergeAny) space.setMergeAny(true)
       }
       if (merge) for (const space of made) space.merge()
@@ -632,19 +643,10 @@ export class SnapshotStore {
     const backend = this.#backend
     // Read once: the fault handlers call this, never the backend's property again.
     const read = backend.readPageSync!
-    const made: AddressSpace[] = []
-    try {
-      for (let si = 0; si < m.spaces.length; si++) {
-        const s = m.spaces[si]!
-        const space = engine.createSpace({ size: s.size, name: s.name, domain: s.domain })
-        made.push(space)
-        space.registerMissing(this.#faultHandler(m, si, (id) => read.call(backend, id)), s.pages)
-        if (s.mergeAny) space.setMergeAny(true)
-      }
-    } catch (e) {
-      for (const space of made) space.dispose()
-      throw e
-    }
+    // Merged (if asked) by the fill once every page is in, not here.
+    const made = await this.#makeSpaces(m, engine, (space, s, si) => {
+      space.registerMissing(this.#faultHandler(m, si, (id) => read.call(backend, id)), s.pages)
+    }, false)
     const ids = new Set<ContentId>()
     for (const s of m.spaces) for (const id of s.ids) ids.add(id)
     for (const id of ids) this.#refs.set(id, (this.#refs.get(id) ?? 0) + 1)
