@@ -95,47 +95,44 @@ describe("in a browser (headless Chromium)", () => {
   })
 
   it("runs the scenario on the page and in a Web Worker, with the same result as Node", async () => {
-    const page = await browser.newPage()
-    const logs: string[] = []
-    const errors: string[] = []
-    page.on("console", (m) => logs.push(m.text()))
-    page.on("pageerror", (e) => errors.push(String(e)))
-    try {
-      await page.goto(`${origin}/index.html`)
-      await page.waitForFunction(() => (globalThis as { sksmResult?: unknown }).sksmResult !== undefined, undefined, { timeout: 60_000 })
-      const line = logs.find((l) => l.startsWith("SKSM-RESULT "))
-      expect(line, logs.join("\n")).toBeDefined()
-      const result = JSON.parse(line!.slice("SKSM-RESULT ".length)) as { page: Record<string, unknown>; worker: Record<string, unknown>; runtime: Record<string, string> }
-      expect(errors).toEqual([])
-      // The browser itself has no Node globals: nothing was polyfilled.
-      expect(result.runtime).toEqual({ process: "undefined", Buffer: "undefined", setImmediate: "undefined" })
-      expect(result.page).toEqual(EXPECTED)
-      const { runtime, ...worker } = result.worker
-      expect(runtime).toEqual({ process: "undefined", Buffer: "undefined", importScripts: "function" })
-      expect(worker).toEqual(EXPECTED)
-      console.log(`chromium ${browser.version()}: page and worker printed ${JSON.stringify(EXPECTED)}`)
-    } finally {
-      await page.close()
-    }
+    const { json, errors } = await pageResult("/index.html", "sksmResult", "SKSM-RESULT ")
+    const result = json as { page: Record<string, unknown>; worker: Record<string, unknown>; runtime: Record<string, string> }
+    expect(errors).toEqual([])
+    // The browser itself has no Node globals: nothing was polyfilled.
+    expect(result.runtime).toEqual({ process: "undefined", Buffer: "undefined", setImmediate: "undefined" })
+    expect(result.page).toEqual(EXPECTED)
+    const { runtime, ...worker } = result.worker
+    expect(runtime).toEqual({ process: "undefined", Buffer: "undefined", importScripts: "function" })
+    expect(worker).toEqual(EXPECTED)
+    console.log(`chromium ${browser.version()}: page and worker printed ${JSON.stringify(EXPECTED)}`)
   })
 })
 
-/** Load a worker-scanner page; its SKSM-WORKER result, the console and the page's errors. */
-async function workerPage(path: string): Promise<{ result: Record<string, unknown>; logs: string[]; errors: string[] }> {
+/**
+ * Load `path`, wait until the page sets `globalThis[flag]`, and parse the console line that
+ * starts with `marker`; also the console and the page's errors. The page is closed after.
+ */
+async function pageResult(path: string, flag: string, marker: string): Promise<{ json: unknown; logs: string[]; errors: string[] }> {
   const page = await browser.newPage()
   const logs: string[] = []
   const errors: string[] = []
   page.on("console", (m) => logs.push(m.text()))
   page.on("pageerror", (e) => errors.push(String(e)))
   try {
-    await page.goto(`${origin}${path}${path.includes("?") ? "&" : "?"}sharing=${nodeWorker.inThread.pagesSharing}`)
-    await page.waitForFunction(() => (globalThis as { sksmWorkerResult?: unknown }).sksmWorkerResult !== undefined, undefined, { timeout: 60_000 })
-    const line = logs.find((l) => l.startsWith("SKSM-WORKER "))
+    await page.goto(`${origin}${path}`)
+    await page.waitForFunction((f: string) => (globalThis as Record<string, unknown>)[f] !== undefined, flag, { timeout: 60_000 })
+    const line = logs.find((l) => l.startsWith(marker))
     expect(line, logs.join("\n")).toBeDefined()
-    return { result: JSON.parse(line!.slice("SKSM-WORKER ".length)) as Record<string, unknown>, logs, errors }
+    return { json: JSON.parse(line!.slice(marker.length)), logs, errors }
   } finally {
     await page.close()
   }
+}
+
+/** Load a worker-scanner page; its SKSM-WORKER result, the console and the page's errors. */
+async function workerPage(path: string): Promise<{ result: Record<string, unknown>; logs: string[]; errors: string[] }> {
+  const r = await pageResult(`${path}${path.includes("?") ? "&" : "?"}sharing=${nodeWorker.inThread.pagesSharing}`, "sksmWorkerResult", "SKSM-WORKER ")
+  return { result: r.json as Record<string, unknown>, logs: r.logs, errors: r.errors }
 }
 
 describe("sksm/worker in a browser (headless Chromium)", () => {

@@ -165,18 +165,23 @@ describe("delete and gc", () => {
   })
 })
 
+/** Save an 8-page image as "victim", then flip one byte of its stored page 5 on disk (store reopened). */
+async function savedWithFlippedPage(): Promise<{ a: AddressSpace; page: number }> {
+  const a = image(new Engine(), 8, 9)
+  await store.save(a, { name: "victim" })
+  await store.close()
+  const pack = join(dir, "packs", readdirSync(join(dir, "packs"))[0]!)
+  const bytes = readFileSync(pack)
+  const page = 5
+  bytes[page * (PAGE + 24) + 24 + 100]! ^= 0x10
+  writeFileSync(pack, bytes)
+  store = await SnapshotStore.open(dir)
+  return { a, page }
+}
+
 describe("integrity", () => {
   it("a flipped byte in a stored page is SnapshotCorrupt naming snapshot, space and page; nothing is left in the engine", async () => {
-    const e = new Engine()
-    const a = image(e, 8, 9)
-    await store.save(a, { name: "victim" })
-    await store.close()
-    const pack = join(dir, "packs", readdirSync(join(dir, "packs"))[0]!)
-    const bytes = readFileSync(pack)
-    const page = 5
-    bytes[page * (PAGE + 24) + 24 + 100]! ^= 0x10
-    writeFileSync(pack, bytes)
-    store = await SnapshotStore.open(dir)
+    const { a, page } = await savedWithFlippedPage()
     const e2 = new Engine()
     const err = await store.restore("victim", e2).catch((x: unknown) => x)
     expect(err).toBeInstanceOf(SnapshotCorrupt)
@@ -293,16 +298,7 @@ describe("lazy restore", () => {
   })
 
   it("a corrupt page is found on its lazy fault: PageFetchFailed caused by SnapshotCorrupt naming snapshot, space, page; done rejects; the rest reads fine", async () => {
-    const e = new Engine()
-    const a = image(e, 8, 9)
-    await store.save(a, { name: "victim" })
-    await store.close()
-    const pack = join(dir, "packs", readdirSync(join(dir, "packs"))[0]!)
-    const bytes = readFileSync(pack)
-    const page = 5
-    bytes[page * (PAGE + 24) + 24 + 100]! ^= 0x10
-    writeFileSync(pack, bytes)
-    store = await SnapshotStore.open(dir)
+    const { a, page } = await savedWithFlippedPage()
     const e2 = new Engine()
     const r = await store.restore("victim", e2, { lazy: true })
     const s = r.spaces[0]!
