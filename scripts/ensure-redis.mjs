@@ -7,23 +7,8 @@
  * matters is whether it installs). Otherwise say in one line what to do; those tests then fail
  * with the same advice. Installing does not leave a server running here: the tests start their own.
  */
-import { execFileSync, spawnSync } from "node:child_process"
+import { aptEnsure, onPath } from "./apt-ensure.mjs"
 
-const have = (bin) => spawnSync("sh", ["-c", `command -v ${bin}`], { stdio: "ignore" }).status === 0
-
-if (!have("redis-server") || !have("redis-cli")) {
-  const root = typeof process.getuid === "function" && process.getuid() === 0
-  if (root && have("apt-get")) {
-    process.stderr.write("pretest: installing Debian's redis-server for the Redis backend tests (apt-get install -y redis-server)\n")
-    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" }
-    spawnSync("apt-get", ["update", "-q"], { stdio: "ignore", env })
-    try {
-      execFileSync("apt-get", ["install", "-y", "-q", "redis-server"], { stdio: ["ignore", "ignore", "inherit"], env })
-    } catch {
-      process.stderr.write("pretest: apt-get install redis-server failed; the Redis backend tests will fail\n")
-      process.exit(1)
-    }
-  } else {
-    process.stderr.write("pretest: the Redis backend tests need redis-server and redis-cli: apt-get install -y redis-server (as root)\n")
-  }
+if (!onPath("redis-server") || !onPath("redis-cli")) {
+  aptEnsure("redis-server", "the Redis backend tests", "the Redis backend tests need redis-server and redis-cli: apt-get install -y redis-server (as root)")
 }
