@@ -602,7 +602,7 @@ export class MergeCore implements SharingObserver {
         break
       }
       if (table.key[e] !== key) continue
-      if (pool.compare(table.frame[e]!, f) !== 0) continue
+      if (!pool.equal(table.frame[e]!, f)) continue
       if (table.mappers(e) < max) {
         r = e
         break

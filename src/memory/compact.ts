@@ -64,7 +64,7 @@ const PREFAULT_WAIT_MS = 250
 
 /**
  * One compaction step over `pool` and the page tables of `spaces` (every live space of the
- * pool: a space left out would keep stale frame ids). Moves at most `budget` frames
+ * pool: a space left out would keep stale frame ids; iterated more than once). Moves at most `budget` frames
  * (Infinity: as many as it takes). Empty slabs are released without counting against the
  * budget. Throws OutOfMemory having changed nothing if its plan arrays cannot be allocated,
  * and Busy if called from inside a user callback of the engine. `shrinkNow` false: leave the
@@ -118,6 +118,32 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
   for (let s = 0; s < keep; s++) if (used[s]! < pool.slabFrames[s]!) kept.push(s)
   kept.sort((a, b) => used[b]! - used[a]! || a - b)
 
+  // ---- pre-copy (a worker scanner's thread fills the smaller store) ------------------------
+  // An automatic step that may wait for the store asks the thread to copy every live frame into
+  // it, the frames this plan moves included (to their destinations), and moves nothing
+  // meanwhile; once the store is filled, the next step makes every move without copying
+  // (pool.preMoved) and shrinks at once. A move the thread could not make for it (the frame
+  // was written since, or its destination taken) copies as before. Every page is
+  // write-protected first, so a write after that moves its frame's write generation.
+  const protect = (): void => {
+    for (const space of spaces) space.revokeWriteAll()
+  }
+  let precopyWait = false
+  if (keep < nSlots && victims.length > 0 && pool.prefaulter !== null) {
+    // Automatic steps and the host's idle call ask (a new request if none is on for this size); an explicit unbounded compact() only takes a filled store.
+    const ready = budget === Number.POSITIVE_INFINITY || pool.prepareStore(keep, protect, () => planMoves(pool, victims, kept))
+    if (ready && pool.spareReadyFor(keep)) {
+      budget = Number.POSITIVE_INFINITY
+      touched = victims.length
+      shrinkNow = true
+      waitForStore = false
+    } else if (!ready && (!shrinkNow || waitForStore)) {
+      // Nothing moves meanwhile (the moves would only be made twice); the host's idle call and a step past the wait move as before.
+      precopyWait = true
+      touched = 0
+    }
+  }
+
   let slot: Int32Array
   let reloc: Int32Array
   try {
@@ -147,7 +173,7 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
         if (to < 0) k++
       }
       if (to < 0) break // the plan guarantees room; stop rather than corrupt if it is wrong
-      pool.copy(f, to)
+      if (!pool.preMoved(f, to)) pool.copy(f, to)
       refcount[to] = refcount[f]!
       flags[to] = flags[f]!
       pool.entry[to] = pool.entry[f]!
@@ -192,16 +218,19 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
     for (let s = keep; s < nSlots && empty; s++) empty = used[s] === 0
     // The shrink copies every live frame: an automatic step leaves it to a later turn, so a host
     // that frees and reallocates in one burst (dispose a fork, fork again) does not pay it each time.
-    if (empty && !shrinkNow) {
+    // With a worker scanner, its thread fills the smaller store meanwhile (pool.prepareStore).
+    if (precopyWait) shrinkDeferred = true
+    else if (empty && !shrinkNow) {
       shrinkDeferred = true
-      // With a worker scanner, its thread prefaults the smaller store meanwhile (pool.prepareStore).
-      pool.prepareStore(keep)
-    } else if (empty && waitForStore && !pool.prepareStore(keep)) shrinkDeferred = true
+      pool.prepareStore(keep, protect)
+    } else if (empty && waitForStore && !pool.prepareStore(keep, protect)) shrinkDeferred = true
     else if (empty) {
       report.bytesReleased += pool.shrink(keep)
       report.slabsReleased += nSlots - pool.slabCount
     }
   }
+  // Frames pre-moved for a shrink that did not come (a move found no room) are in the spare only: bring them back.
+  pool.settlePremoved()
 
   report.framesMoved = moved
   report.bytesMoved = moved * pool.pageSize
@@ -211,6 +240,34 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
   report.done = !shrinkDeferred && (report.framesRemaining === 0 || (moved === 0 && budget > 0))
   report.ms = nowMillis() - t0
   return report
+}
+
+/**
+ * The moves a step with no budget would make: the victims' live frames in the move loop's order,
+ * each to the free frame allocFrom would give it (the kept slabs' free lists in order), as
+ * (from, to) pairs in a SharedArrayBuffer for the thread.
+ */
+function planMoves(pool: FramePool, victims: readonly number[], kept: readonly number[]): Int32Array {
+  const fps = pool.framesPerSlab
+  let n = 0
+  for (const s of victims) n += pool.slabUsed[s]!
+  const dest = new Int32Array(n)
+  let d = 0
+  for (let k = 0; k < kept.length && d < n; k++) d += pool.freeFramesOf(kept[k]!, dest, d, n - d)
+  const tmp = new Int32Array(2 * d)
+  let i = 0
+  for (const s of victims) {
+    const base = s * fps
+    for (let f = base; f < base + pool.slabFrames[s]! && i < d; f++) {
+      if (pool.refcount[f] === 0 || (pool.flags[f]! & FRAME_PINNED) !== 0) continue
+      tmp[2 * i] = f
+      tmp[2 * i + 1] = dest[i]!
+      i++
+    }
+  }
+  const pairs = new Int32Array(new SharedArrayBuffer(8 * i))
+  pairs.set(tmp.subarray(0, 2 * i))
+  return pairs
 }
 
 /** Any FRAME_PINNED frame in [base, base + n)? */

@@ -106,24 +106,38 @@ const CLASSES = 32
  * `sum[f]`, unsalted table key `key[f]` and `zero[f]` (1 when every byte was 0: an exact
  * observation, not a hash) are valid while `Atomics.load(gen, f)` equals the pool's
  * `writeGen[f]`. Shared with the worker; only the worker writes them.
+ * An equality certificate rides along: `rep[f]` is 1 + a frame r whose bytes the thread found
+ * equal to f's (the kernel's memcmp, done on the thread), `repGen[f]` r's write generation as
+ * the thread hashed it; it holds while f's digest is valid and `writeGen[r]` is still repGen[f]
+ * (neither frame written since, so they are equal now). 0: none. See FramePool.equal.
  */
 export interface FrameDigests {
   readonly gen: Int32Array
   readonly sum: Uint32Array
   readonly key: Uint32Array
   readonly zero: Uint8Array
+  readonly rep: Int32Array
+  readonly repGen: Int32Array
 }
 
 /**
- * Touches every page of a fresh shared store on another thread (the worker scanner's hashing
- * thread), so that copying the live frames into it when the store shrinks does not pay the
- * first-touch page faults on the host's thread (~2 µs per 4 KiB page here: ~30 ms for 64 MiB,
- * the larger part of a shrink). Asynchronous; {@link prefaulted} tells when it is done.
+ * Fills a fresh shared store for a coming shrink on another thread (the worker scanner's hashing
+ * thread): copies the current store's first `copyBytes` into it and touches every other page, so
+ * the shrink neither copies the live frames nor pays the first-touch page faults on the host's
+ * thread (~2 µs per 4 KiB page to fault, ~0.3 µs to copy, here: a 128 MiB shrink was a 9-14 ms
+ * pause). A pre-copy, as live migration does it: the pool write-protected every page and noted
+ * each frame's write generation before asking, so at the shrink it copies again only the frames
+ * written, freed or allocated since ({@link FramePool.prepareStore}). Asynchronous;
+ * {@link prefaulted} tells when it is done.
  */
 export interface StorePrefaulter {
-  /** Start touching every page of `store`; a later request replaces an unfinished one. */
-  prefault(store: SharedArrayBuffer): void
-  /** Whether every page of `store` (the last request) has been touched. */
+  /**
+   * Start filling `store`: copy the current store's first `copyBytes`, touch the rest, then copy
+   * each pair of `moves` (frame `moves[2i]` of the current store to frame `moves[2i + 1]` of
+   * `store`: the frames compaction will move, pre-moved). A later request replaces an unfinished one.
+   */
+  prefault(store: SharedArrayBuffer, copyBytes: number, moves: Int32Array | null): void
+  /** Whether `store` (the last request) is filled. */
   prefaulted(store: SharedArrayBuffer): boolean
 }
 
@@ -284,8 +298,8 @@ export class FramePool {
   get metadataBytes(): number {
     const perSlab = this.slabUsed.byteLength + this.#slabFreeHead.byteLength + this.#slabClass.byteLength + this.#slabNext.byteLength + this.#slabPrev.byteLength
     const d = this.digests
-    const digestBytes = (this.writeGen?.byteLength ?? 0) + (d === null ? 0 : d.gen.byteLength + d.sum.byteLength + d.key.byteLength + d.zero.byteLength)
-    return this.refcount.byteLength + this.flags.byteLength + this.entry.byteLength + perSlab + this.#recycledBytes + digestBytes + (this.#spare?.byteLength ?? 0)
+    const digestBytes = (this.writeGen?.byteLength ?? 0) + (d === null ? 0 : d.gen.byteLength + d.sum.byteLength + d.key.byteLength + d.zero.byteLength + d.rep.byteLength + d.repGen.byteLength)
+    return this.refcount.byteLength + this.flags.byteLength + this.entry.byteLength + perSlab + this.#recycledBytes + digestBytes + (this.#spare?.byteLength ?? 0) + (this.#spareGen?.byteLength ?? 0) + (this.#spareTo?.byteLength ?? 0)
   }
   /** Slots in the per-frame arrays (highest frame id + 1 that may exist). */
   get capacity(): number {
@@ -302,30 +316,123 @@ export class FramePool {
   prefaulter: StorePrefaulter | null = null
   /** A smaller store allocated for a coming shrink and handed to the prefaulter. */
   #spare: Uint8Array | null = null
+  /**
+   * Per frame below the spare's copy limit: the write generation it had when the prefaulter was
+   * asked to copy it (0: not copied: free, pinned, or no digests). Frames whose generation is
+   * still that are in the spare as they are now; null: nothing pre-copied.
+   */
+  #spareGen: Int32Array | null = null
+  /** sharedVersion when the pre-copy was asked for: a store replaced since voids it. */
+  #spareVersion = -1
+  /** Frames below this were pre-copied (the shrink's frames when it was asked for). */
+  #spareLimit = 0
+  /** Per frame: 1 + the frame of the spare the thread copies it to (a planned move), or 0. */
+  #spareTo: Int32Array | null = null
+  /** The frames {@link preMoved} placed in the spare only (copied back if the shrink does not come). */
+  #premoved: number[] = []
+  /** Frames the last shrink copied on this thread (the rest came pre-copied). */
+  shrinkCopied = 0
 
   /**
    * A {@link shrink}(`slabs`) is coming. Without a {@link prefaulter} (or on an unshared
    * store) returns true: shrink now. With one, returns true once the store it will take has been
-   * prefaulted off this thread (the shrink then takes it), else starts that (allocating the
-   * store now; replacing a spare of another size) and returns false: ask again later. If the
-   * store cannot be allocated, returns true (the shrink reports OutOfMemory as before).
+   * filled off this thread (the shrink then takes it), else starts that (allocating the store
+   * now; replacing a spare of another size) and returns false: ask again later. If the store
+   * cannot be allocated, returns true (the shrink reports OutOfMemory as before).
+   * `protect` must write-protect every page of every space (so any later write to a frame goes
+   * through PagedSpace.grantWrite and moves its write generation); it runs before the frames'
+   * generations are noted, only when a new store is asked for. `planMoves` gives the moves
+   * compaction will make before this shrink (pairs from, to; in a SharedArrayBuffer), for the
+   * thread to copy too ({@link preMoved}); it too runs only then.
    */
-  prepareStore(slabs: number): boolean {
+  prepareStore(slabs: number, protect: () => void, planMoves: (() => Int32Array) | null = null): boolean {
     const pf = this.prefaulter
     if (pf === null || !this.shared) return true
     const bytes = this.#shrunkStoreFrames(slabs) << this.pageShift
+    const limit = Math.min(slabs * this.framesPerSlab, bytes >>> this.pageShift, this.#capacity)
     const spare = this.#spare
-    if (spare !== null && spare.byteLength === bytes) return pf.prefaulted(spare.buffer as SharedArrayBuffer)
-    this.#spare = null
+    // The same store for the same frames (two shrinks may take stores of one size: the 32 MiB floor).
+    if (spare !== null && spare.byteLength === bytes && this.#spareLimit === limit) return pf.prefaulted(spare.buffer as SharedArrayBuffer)
+    this.dropSpare()
     let fresh: Uint8Array
+    let gens: Int32Array | null = null
+    const wg = this.writeGen
+    let moves: Int32Array | null = null
+    let dest: Int32Array | null = null
     try {
       fresh = this.backing.allocate(bytes)
+      if (wg !== null) {
+        // Over every frame: the moved ones come from above the limit.
+        gens = new Int32Array(Math.min(this.#capacity, wg.length))
+        if (planMoves !== null) {
+          moves = planMoves()
+          dest = new Int32Array(gens.length)
+        }
+      }
     } catch {
       return true
     }
+    if (gens !== null && wg !== null) {
+      protect()
+      // Live, unpinned frames and the zero frame only: a free frame may be allocated and filled
+      // without a generation change, and a pinned one written through the pin.
+      const rc = this.refcount
+      const fl = this.flags
+      for (let f = 0; f < gens.length; f++) if ((rc[f]! > 0 || f === ZERO_FRAME) && (fl[f]! & FRAME_PINNED) === 0) gens[f] = wg[f]!
+      if (moves !== null && dest !== null) for (let i = 0; i < moves.length; i += 2) dest[moves[i]!] = moves[i + 1]! + 1
+    }
     this.#spare = fresh
-    pf.prefault(fresh.buffer as SharedArrayBuffer)
+    this.#spareGen = gens
+    this.#spareTo = dest
+    this.#spareVersion = this.sharedVersion
+    this.#spareLimit = limit
+    pf.prefault(fresh.buffer as SharedArrayBuffer, gens === null ? 0 : limit << this.pageShift, gens === null ? null : moves)
     return false
+  }
+
+  /** The spare is filled and describes this store: its pre-copied frames can be trusted (at their write generations). */
+  get spareReady(): boolean {
+    const spare = this.#spare
+    return spare !== null && this.#spareGen !== null && this.sharedVersion === this.#spareVersion && this.prefaulter !== null && this.prefaulter.prefaulted(spare.buffer as SharedArrayBuffer)
+  }
+
+  /** {@link spareReady}, and the spare is the store {@link shrink}(`slabs`) takes, pre-copied for its frames. */
+  spareReadyFor(slabs: number): boolean {
+    const frames = this.#shrunkStoreFrames(slabs)
+    return this.spareReady && this.#spare!.byteLength === frames << this.pageShift && this.#spareLimit === Math.min(slabs * this.framesPerSlab, frames, this.#capacity)
+  }
+
+  /**
+   * Compaction moves frame `from` to `to` right before the shrink into the (ready) spare: true if
+   * the thread already copied it there and `from` is unchanged since, so the move need not copy
+   * (the frame's bytes are then in the spare only, and the shrink must follow in the same step;
+   * {@link settlePremoved} copies them back if it does not).
+   */
+  preMoved(from: number, to: number): boolean {
+    const dest = this.#spareTo
+    const gens = this.#spareGen
+    const wg = this.writeGen
+    if (dest === null || gens === null || wg === null || from >= dest.length || to >= gens.length || dest[from] !== to + 1) return false
+    if (gens[from] === 0 || gens[from] !== wg[from] || !this.spareReady) return false
+    // The spare's frame `to` now holds the frame's bytes as they are: the shrink skips it.
+    gens[to] = wg[to]!
+    this.#premoved.push(to)
+    return true
+  }
+
+  /** The shrink that pre-moved frames were for did not come: copy them from the spare into the store. */
+  settlePremoved(): void {
+    const spare = this.#spare
+    const ps = this.pageShift
+    for (const to of this.#premoved) if (spare !== null) this.bytes.set(spare.subarray(to << ps, (to + 1) << ps), to << ps)
+    this.#premoved = []
+  }
+
+  /** The free frames of slab `s` in the order allocFrom takes them, written to `out` from `at` (at most `max`); returns how many. */
+  freeFramesOf(s: number, out: Int32Array, at: number, max: number): number {
+    let n = 0
+    for (let f = this.#slabFreeHead[s]!; f !== -1 && n < max; f = this.entry[f]!) out[at + n++] = f
+    return n
   }
 
   /** Whether a store for a coming shrink is being prefaulted (not done yet). */
@@ -336,6 +443,9 @@ export class FramePool {
   /** Drop a spare store (the prefaulter goes away, or the shrink it was for will not come). */
   dropSpare(): void {
     this.#spare = null
+    this.#spareGen = null
+    this.#spareTo = null
+    this.#premoved = []
   }
 
   /** Register a user of the store's views (a space caches them for its hot paths). */
@@ -375,10 +485,16 @@ export class FramePool {
   #reallocate(frames: number, keep: number): void {
     const bytes = frames << this.pageShift
     const spare = this.#spare
-    this.#spare = null
+    const gens = this.#spareGen
     const ready = spare !== null && spare.byteLength === bytes && this.prefaulter !== null && this.prefaulter.prefaulted(spare.buffer as SharedArrayBuffer)
+    // The pre-copy holds for this store only (growth, revocation or digests replaced it: copy all).
+    const clean = ready && this.sharedVersion === this.#spareVersion ? gens : null
+    const cleanLimit = this.#spareLimit
+    // Pre-moved frames are in the spare only (preMoved checked it was ready): if it is not used as it is, bring them back first.
+    if (this.#premoved.length > 0 && clean === null) this.settlePremoved()
     const fresh = ready ? spare : allocating(`a frame store of ${bytes} bytes`, () => this.backing.allocate(bytes))
-    this.#copyLive(fresh, Math.min(keep, frames))
+    this.dropSpare()
+    this.#copyLive(fresh, Math.min(keep, frames), clean, cleanLimit)
     const old = this.bytes.buffer as ArrayBuffer
     const lent = this.lentForWrite
     this.lentForWrite = false
@@ -389,24 +505,35 @@ export class FramePool {
   }
 
   /**
-   * Copy the frames below `limit` that are not free into `fresh`, run by run. Free frames are
-   * skipped: their contents do not matter, and leaving them unwritten in a fresh store keeps
-   * them from becoming resident memory.
+   * Copy the frames below `limit` that are not free into `fresh`, run by run, except those
+   * below `cleanLimit` that `clean` says are there already (pre-copied at the write generation
+   * they still have: pre-moved ones too). Free
+   * frames are skipped: their contents do not matter, and leaving them unwritten in a fresh
+   * store keeps them from becoming resident memory.
    */
-  #copyLive(fresh: Uint8Array, limit: number): void {
-    const free = new Uint8Array(limit)
-    for (let s = 0; s < this.slabCount; s++) for (let f = this.#slabFreeHead[s]!; f !== -1; f = this.entry[f]!) if (f < limit) free[f] = 1
+  #copyLive(fresh: Uint8Array, limit: number, clean: Int32Array | null, cleanLimit = 0): void {
+    // 1: skip (free, or pre-copied and unchanged since).
+    const skip = new Uint8Array(limit)
+    for (let s = 0; s < this.slabCount; s++) for (let f = this.#slabFreeHead[s]!; f !== -1; f = this.entry[f]!) if (f < limit) skip[f] = 1
+    const wg = this.writeGen
+    if (clean !== null && wg !== null) {
+      const n = Math.min(limit, clean.length, cleanLimit)
+      for (let f = 0; f < n; f++) if (clean[f] !== 0 && clean[f] === wg[f]) skip[f] = 1
+    }
     const ps = this.pageShift
+    let copied = 0
     for (let f = 0; f < limit; ) {
-      if (free[f] === 1) {
+      if (skip[f] === 1) {
         f++
         continue
       }
       let end = f + 1
-      while (end < limit && free[end] === 0) end++
+      while (end < limit && skip[end] === 0) end++
       fresh.set(this.bytes.subarray(f << ps, end << ps), f << ps)
+      copied += end - f
       f = end
     }
+    this.shrinkCopied = copied
   }
 
   // ---------------------------------------------------------------- page tables
@@ -521,6 +648,8 @@ export class FramePool {
       sum: new Uint32Array(new SharedArrayBuffer(cap * 4)),
       key: new Uint32Array(new SharedArrayBuffer(cap * 4)),
       zero: new Uint8Array(new SharedArrayBuffer(cap)),
+      rep: new Int32Array(new SharedArrayBuffer(cap * 4)),
+      repGen: new Int32Array(new SharedArrayBuffer(cap * 4)),
     }))
   }
 
@@ -541,6 +670,29 @@ export class FramePool {
     const ps = this.pageShift
     return this.backing.compare(this.bytes, a << ps, this.bytes, b << ps, this.pageSize)
   }
+  /** Frame pairs {@link equal} found equal by the hashing thread's certificates (no compare here). */
+  certified = 0
+
+  /**
+   * Whether frames `a` and `b` hold the same bytes: by the hashing thread's equality certificates
+   * when they prove it (FrameDigests: a's or b's certificate names the other, or both name the
+   * same frame, each at its current write generation, and both digests are valid), else by a
+   * full compare. Exact either way: a certificate proves equality, it never guesses.
+   */
+  equal(a: number, b: number): boolean {
+    const d = this.digests
+    const wg = this.writeGen
+    if (d !== null && wg !== null && Atomics.load(d.gen, a) === wg[a] && Atomics.load(d.gen, b) === wg[b]) {
+      const ra = d.rep[a]! - 1
+      const rb = d.rep[b]! - 1
+      if ((ra === b && d.repGen[a] === wg[b]) || (rb === a && d.repGen[b] === wg[a]) || (ra >= 0 && ra === rb && d.repGen[a] === d.repGen[b] && d.repGen[a] === wg[ra])) {
+        this.certified++
+        return true
+      }
+    }
+    return this.compare(a, b) === 0
+  }
+
 
   /** True when frame `f` holds only zero bytes. */
   isZero(f: number): boolean {

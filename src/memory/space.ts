@@ -785,6 +785,12 @@ export class PagedSpace {
     this.#pte[pi] = this.#pte[pi]! & PTE_FRAME
   }
 
+  /** @internal write-protect every page (a store's pre-copy: any later write moves its frame's write generation). */
+  revokeWriteAll(): void {
+    const pte = this.#pte
+    for (let i = 0; i < pte.length; i++) if (pte[i]! < 0) pte[i] = pte[i]! & PTE_FRAME
+  }
+
   /**
    * @internal Page `pi`, its frame already in the PTE, becomes writable with flags `fl`: the one
    * place PTE_WRITABLE is granted, so the frame's write generation moves with it (a hashing

@@ -14,13 +14,22 @@
  * different is ever merged whatever a digest says; the protocol makes digests exact, so the
  * scanner takes the decisions the in-thread scanner takes.
  *
- * The ring: a SharedArrayBuffer of ctl words (head, tail, stop, bell) and 3 words per job (frame, gen,
+ * The ring: a SharedArrayBuffer of ctl words (head, tail, stop, bell, ...) and 3 words per job (frame, gen,
  * version). `version` is the pool's sharedVersion when the job was queued: the store or the
  * digest arrays were replaced since, a hashing thread must fetch the new ones first.
+ *
+ * The doorbell costs the host a cross-thread wake (Atomics.notify: ~25 µs here, a sixth of a
+ * 100-page batch at the kernel defaults), so the host rings only when it must. A thread about to
+ * wait says so (SLEEP = 1, then looks at the ring once more: seq-cst, so either it sees the new
+ * head or the host sees SLEEP and rings); the host rings a sleeping thread when a batch waits for
+ * a digest (urgent), on stop and prefault requests, or always when POLL is 0; otherwise a
+ * sleeping thread looks at the ring by itself every POLL ms (the scanner sets POLL to its
+ * sleepMillis while its loop runs: the pages a batch needs were queued a batch or more earlier).
  */
 import { Unsupported } from "../errors.ts"
 import type { FramePool, StorePrefaulter } from "../memory/frames.ts"
 import { fullChecksumKey, keyedFullChecksum, keyedSampledKey, sampledKeyParams } from "../core/checksum.ts"
+import { compareBytes } from "../platform.ts"
 
 /** ctl word: jobs queued so far (host writes). */
 const HEAD = 0
@@ -34,8 +43,12 @@ const BELL = 3
 const PF_REQ = 4
 /** ctl word: the last store-prefault request done (hashing thread writes). */
 const PF_DONE = 5
-const CTL_WORDS = 6
-/** Bytes the hashing thread prefaults per job it takes, so hashing goes on meanwhile. */
+/** ctl word: 1 while the thread waits for the bell or is about to (thread sets; the host clears it when it rings). */
+const SLEEP = 6
+/** ctl word: how long (ms) a sleeping thread waits before looking at the ring by itself; 0: until rung (host writes). */
+const POLL = 7
+const CTL_WORDS = 8
+/** Bytes of a shrink's store the hashing thread fills (copies or touches) per job it takes, so hashing goes on meanwhile. */
 const PREFAULT_CHUNK = 1 << 20
 /** The OS page size the prefault touches (one write per page). */
 const OS_PAGE = 4096
@@ -59,14 +72,21 @@ export interface OffloadChannel {
   readonly key: SharedArrayBuffer
   /** Digest array `zero` (Uint8): 1 when the frame held only zero bytes. */
   readonly zero: SharedArrayBuffer
+  /** Equality certificates (FrameDigests.rep and repGen, Int32). */
+  readonly rep: SharedArrayBuffer
+  readonly repGen: SharedArrayBuffer
   /** The job ring: ctl words then jobs. */
   readonly ring: SharedArrayBuffer
   readonly ringJobs: number
   /** 128 bits of key material of the engine's two page hashes. */
   readonly material: Uint32Array
-  /** A fresh store to prefault (see StorePrefaulter), or null; `spareSeq` numbers the request. */
+  /** A fresh store to fill (see StorePrefaulter), or null; `spareSeq` numbers the request. */
   readonly spare: SharedArrayBuffer | null
   readonly spareSeq: number
+  /** Bytes of `store` to copy into `spare` (the rest of it is only touched). */
+  readonly spareCopy: number
+  /** Then frames of `store` to copy into `spare` elsewhere (Int32 pairs from, to: compaction's moves), or null. */
+  readonly spareMoves: SharedArrayBuffer | null
 }
 
 /** Default ring size in jobs (12 bytes each). */
@@ -92,6 +112,8 @@ export class HashOffload implements StorePrefaulter {
   queued = 0
   #spare: SharedArrayBuffer | null = null
   #spareSeq = 0
+  #spareCopy = 0
+  #spareMoves: Int32Array | null = null
 
   constructor(pool: FramePool, material: Uint32Array | null, ringJobs = OFFLOAD_RING_JOBS) {
     if (material === null) throw new Unsupported("offload: an engine with an injected checksum cannot hash on another thread (a function cannot be shared)")
@@ -105,8 +127,10 @@ export class HashOffload implements StorePrefaulter {
     pool.prefaulter = this
   }
 
-  prefault(store: SharedArrayBuffer): void {
+  prefault(store: SharedArrayBuffer, copyBytes: number, moves: Int32Array | null): void {
     this.#spare = store
+    this.#spareCopy = copyBytes
+    this.#spareMoves = moves
     this.#spareSeq++
     Atomics.store(this.#ctl, PF_REQ, this.#spareSeq)
     this.#ringBell()
@@ -129,11 +153,15 @@ export class HashOffload implements StorePrefaulter {
       sum: d.sum.buffer as SharedArrayBuffer,
       key: d.key.buffer as SharedArrayBuffer,
       zero: d.zero.buffer as SharedArrayBuffer,
+      rep: d.rep.buffer as SharedArrayBuffer,
+      repGen: d.repGen.buffer as SharedArrayBuffer,
       ring: this.#ring,
       ringJobs: this.#cap,
       material: this.#material.slice(),
       spare: this.#spare,
       spareSeq: this.#spareSeq,
+      spareCopy: this.#spareCopy,
+      spareMoves: this.#spareMoves === null ? null : (this.#spareMoves.buffer as SharedArrayBuffer),
     }
   }
 
@@ -179,12 +207,26 @@ export class HashOffload implements StorePrefaulter {
     this.queued++
   }
 
-  /** Publish the jobs queued since the last call and wake the hashing thread. */
-  flush(): void {
+  /**
+   * Publish the jobs queued since the last call. A sleeping thread is woken if `urgent` (a batch
+   * waits for one of them) or if it does not look by itself ({@link pollMillis} 0); otherwise it
+   * finds them within pollMillis.
+   */
+  flush(urgent: boolean): void {
     if (this.#head === this.#published) return
     this.#published = this.#head
-    Atomics.store(this.#ctl, HEAD, this.#head)
-    this.#ringBell()
+    const ctl = this.#ctl
+    Atomics.store(ctl, HEAD, this.#head)
+    // After the store (seq-cst): a thread that set SLEEP before it is rung here; one that sets it later sees the head.
+    if ((urgent || Atomics.load(ctl, POLL) === 0) && Atomics.compareExchange(ctl, SLEEP, 1, 0) === 1) this.#ringBell()
+  }
+
+  /**
+   * How long a sleeping hashing thread waits before looking at the ring by itself (ms; 0: only
+   * when rung). The scanner keeps it at its sleepMillis while its loop runs, 0 otherwise.
+   */
+  set pollMillis(ms: number) {
+    Atomics.store(this.#ctl, POLL, Math.min(Math.max(0, Math.floor(ms)), 0x7fffffff))
   }
 
   #ringBell(): void {
@@ -201,6 +243,7 @@ export class HashOffload implements StorePrefaulter {
       this.#pool.dropSpare()
     }
     this.#spare = null
+    this.#spareMoves = null
   }
 
   /** The store or digest arrays were replaced: digests start over, so queued marks do too. */
@@ -235,12 +278,34 @@ export class OffloadHasher {
   #sum: Uint32Array = new Uint32Array(0)
   #key: Uint32Array = new Uint32Array(0)
   #zero: Uint8Array = new Uint8Array(0)
+  #rep: Int32Array = new Int32Array(0)
+  #repGen: Int32Array = new Int32Array(0)
   #version = -1
+  // The thread's own index by full checksum (direct-mapped, lossy): per slot the first frame
+  // hashed with that sum and the second found equal to it (the one ksm keeps when they pair, so
+  // it stays while the content is merged), each with the generation of its job. A frame hashed
+  // later with that sum is compared with the second (else the first) and gets a certificate.
+  #idxSum: Uint32Array = new Uint32Array(0)
+  #idxFirst: Int32Array = new Int32Array(0)
+  #idxFirstGen: Int32Array = new Int32Array(0)
+  #idxRep: Int32Array = new Int32Array(0)
+  #idxRepGen: Int32Array = new Int32Array(0)
+  #idxMask = 0
+  /** Bytes of the store, to compare frames with (one view, no allocation per compare). */
+  #bytes: Uint8Array = new Uint8Array(0)
+  /** Frames compared for a certificate, and certificates made, all time. */
+  compared = 0
+  certified = 0
   #wpp: number
   /** The full checksum of an all-zero page: only a page with this sum can be all zeros. */
   readonly #zeroSum: number
-  /** The store to prefault (from the channel), its request number, and how far the touching got. */
+  /** The store to fill (from the channel), what to copy into it, its request number, and how far the filling got. */
   #spare: Uint8Array | null = null
+  #spareSrc: Uint8Array = new Uint8Array(0)
+  #spareCopy = 0
+  /** The request's moves (pairs from, to) and how many are done. */
+  #spareMoves: Int32Array = new Int32Array(0)
+  #moved = 0
   #spareSeq = 0
   #pfPos = 0
   /** The last prefault request finished. */
@@ -257,7 +322,12 @@ export class OffloadHasher {
   /** Frames hashed, all time. */
   hashed = 0
 
-  constructor(ch: OffloadChannel) {
+  /** Bytes filled per job taken (see {@link PREFAULT_CHUNK}). */
+  readonly #chunk: number
+
+  /** `chunkBytes`: how much of a shrink's store to fill per job taken (tests use less). @default 1 MiB */
+  constructor(ch: OffloadChannel, chunkBytes = PREFAULT_CHUNK) {
+    this.#chunk = Math.max(OS_PAGE, chunkBytes)
     this.#ctl = new Int32Array(ch.ring, 0, CTL_WORDS)
     this.#jobs = new Int32Array(ch.ring, CTL_WORDS * 4)
     this.#cap = ch.ringJobs
@@ -273,6 +343,11 @@ export class OffloadHasher {
   #takeSpare(ch: OffloadChannel): void {
     if (ch.spare === null || ch.spareSeq <= this.#spareSeq) return
     this.#spare = new Uint8Array(ch.spare)
+    // The store the request was made over (the channel came after it): a store replaced since voids the copy on the host's side.
+    this.#spareSrc = new Uint8Array(ch.store)
+    this.#spareCopy = Math.min(ch.spareCopy, ch.store.byteLength, ch.spare.byteLength)
+    this.#spareMoves = ch.spareMoves === null ? new Int32Array(0) : new Int32Array(ch.spareMoves)
+    this.#moved = 0
     this.#spareSeq = ch.spareSeq
     this.#pfPos = 0
   }
@@ -290,7 +365,20 @@ export class OffloadHasher {
     this.#sum = new Uint32Array(ch.sum)
     this.#key = new Uint32Array(ch.key)
     this.#zero = new Uint8Array(ch.zero)
+    this.#rep = new Int32Array(ch.rep)
+    this.#repGen = new Int32Array(ch.repGen)
+    this.#bytes = new Uint8Array(ch.store)
     this.#version = ch.version
+    // The index: about two slots per frame of the store (the first time, or when it grew), at most 2^21.
+    const want = Math.min(1 << 21, 1 << Math.ceil(Math.log2(Math.max(1024, 2 * (this.#words.length / this.#wpp)))))
+    if (want > this.#idxSum.length) {
+      this.#idxSum = new Uint32Array(want)
+      this.#idxFirst = new Int32Array(want).fill(-1)
+      this.#idxFirstGen = new Int32Array(want)
+      this.#idxRep = new Int32Array(want).fill(-1)
+      this.#idxRepGen = new Int32Array(want)
+      this.#idxMask = want - 1
+    }
   }
 
   /**
@@ -304,6 +392,29 @@ export class OffloadHasher {
 
   /** Index of the doorbell word in {@link ctl}. */
   readonly bellIndex = BELL
+
+  /**
+   * Call when {@link run} returned Idle, just before waiting on the bell: marks the thread
+   * asleep, then looks at the ring once more. False (and not asleep) if work or a stop arrived
+   * meanwhile: run again instead of waiting. Call {@link woke} after the wait.
+   */
+  sleep(): boolean {
+    const ctl = this.#ctl
+    Atomics.store(ctl, SLEEP, 1)
+    if (Atomics.load(ctl, HEAD) === this.#tail && Atomics.load(ctl, STOP) === 0 && Atomics.load(ctl, PF_REQ) === this.#pfDone) return true
+    Atomics.store(ctl, SLEEP, 0)
+    return false
+  }
+
+  /** The wait after {@link sleep} ended (rung or timed out). */
+  woke(): void {
+    Atomics.store(this.#ctl, SLEEP, 0)
+  }
+
+  /** How long to wait on the bell before looking at the ring unasked (ms), or 0: until rung. */
+  get pollMillis(): number {
+    return Atomics.load(this.#ctl, POLL)
+  }
 
   /** The ring's ctl words (see {@link bell}). */
   get ctl(): Int32Array {
@@ -333,6 +444,8 @@ export class OffloadHasher {
   #jobSum = 0
   #jobKey = 0
   #jobZero = 0
+  #jobRep = 0
+  #jobRepGen = 0
 
   /**
    * Take the next job and hash its frame (nothing published yet). Returns 1 when a digest is
@@ -389,23 +502,89 @@ export class OffloadHasher {
       zero = i === end ? 1 : 0
     }
     this.#jobZero = zero
+    this.#certify(f, sum, start)
     return 1
   }
 
   /**
-   * Touch the next chunk of the store of request `req` (one write per OS page: the first-touch
-   * fault happens here, not on the host). True while some is left; false once done (published).
+   * The kernel's compare, done here: look up frame `f`'s sum in the index, compare `f` with the
+   * frame found, and on equal bytes give the job a certificate (FrameDigests.rep). The host checks
+   * both frames' generations before it trusts it, so a frame written meanwhile only costs a miss.
+   */
+  #certify(f: number, sum: number, start: number): void {
+    const slot = sum & this.#idxMask
+    const gen = this.#jobGen
+    let rep = 0
+    let repGen = 0
+    const first = this.#idxFirst[slot]!
+    if (this.#idxSum[slot] !== sum || first < 0) this.#idxStart(slot, sum, f, gen)
+    else if (first === f) this.#idxFirstGen[slot] = gen
+    else if (this.#idxRep[slot] === f) this.#idxRepGen[slot] = gen
+    else {
+      const second = this.#idxRep[slot]!
+      const r = second >= 0 ? second : first
+      const rGen = second >= 0 ? this.#idxRepGen[slot]! : this.#idxFirstGen[slot]!
+      const ps = this.#wpp << 2
+      this.compared++
+      if ((r + 1) * ps <= this.#bytes.length && compareBytes(this.#bytes, start << 2, this.#bytes, r * ps, ps) === 0) {
+        rep = r + 1
+        repGen = rGen
+        this.certified++
+        if (second < 0) {
+          this.#idxRep[slot] = f
+          this.#idxRepGen[slot] = gen
+        }
+      } else this.#idxStart(slot, sum, f, gen)
+    }
+    this.#jobRep = rep
+    this.#jobRepGen = repGen
+  }
+
+  /** Slot `slot` starts over with `f` (a new sum, or bytes that differ from what it held). */
+  #idxStart(slot: number, sum: number, f: number, gen: number): void {
+    this.#idxSum[slot] = sum
+    this.#idxFirst[slot] = f
+    this.#idxFirstGen[slot] = gen
+    this.#idxRep[slot] = -1
+  }
+
+  /**
+   * Fill the next chunk of the store of request `req`: copy it from the current store below the
+   * request's copy limit, touch it (one write per OS page) above, so the first-touch faults and
+   * the copy happen here, not on the host. True while some is left; false once done (published).
    */
   #prefaultChunk(req: number): boolean {
     const u8 = this.#spare
     if (u8 !== null && this.#spareSeq === req) {
-      const end = Math.min(u8.length, this.#pfPos + PREFAULT_CHUNK)
-      for (let i = this.#pfPos; i < end; i += OS_PAGE) u8[i] = 0
-      this.#pfPos = end
-      if (end < u8.length) return true
+      const pos = this.#pfPos
+      if (pos < u8.length) {
+        const end = Math.min(u8.length, pos + this.#chunk)
+        const src = this.#spareSrc
+        const copyEnd = Math.min(end, this.#spareCopy)
+        if (pos < copyEnd) u8.set(src.subarray(pos, copyEnd), pos)
+        for (let i = Math.max(pos, copyEnd); i < end; i += OS_PAGE) u8[i] = 0
+        this.#pfPos = end
+        return true
+      }
+      // Then the moves, after the prefix (which holds stale bytes at their destinations).
+      const moves = this.#spareMoves
+      if (this.#moved < moves.length) {
+        const ps = this.#wpp << 2
+        const from = this.#spareSrc
+        const stop = Math.min(moves.length, this.#moved + 2 * Math.max(1, Math.floor(this.#chunk / ps)))
+        for (let i = this.#moved; i < stop; i += 2) {
+          const f = moves[i]! * ps
+          const t = moves[i + 1]! * ps
+          if (f + ps <= from.length && t + ps <= u8.length) u8.set(from.subarray(f, f + ps), t)
+        }
+        this.#moved = stop
+        return true
+      }
     }
     // Done (or superseded by a newer request whose store has not come yet: the next take asks).
     this.#spare = null
+    this.#spareSrc = new Uint8Array(0)
+    this.#spareMoves = new Int32Array(0)
     this.#pfDone = req
     Atomics.store(this.#ctl, PF_DONE, req)
     return false
@@ -419,6 +598,8 @@ export class OffloadHasher {
     this.#sum[f] = this.#jobSum
     this.#key[f] = this.#jobKey
     this.#zero[f] = this.#jobZero
+    this.#rep[f] = this.#jobRep
+    this.#repGen[f] = this.#jobRepGen
     Atomics.store(this.#gen, f, this.#jobGen)
     this.hashed++
   }

@@ -406,7 +406,7 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
         if (!third) this.#crowdedU.add(ukey)
         return
       }
-      if (pool.compare(tf, f) !== 0) continue
+      if (!pool.equal(tf, f)) continue
       // Identical: both are checked before either changes (a pinned page cannot be write-protected).
       if (pinned || (tb & PAGE_PINNED) !== 0) return
       const keep = this.keepsScanned
@@ -523,7 +523,8 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
     this.#tickCpu0 = c0
     if (this.offload !== null && pagesToScan > 0 && !this.offloadStuck) this.prefetch(Math.max(2 * pagesToScan, 256))
     if (pagesToScan > 0) this.batch(pagesToScan)
-    this.offload?.flush()
+    // A batch that stopped to wait for a digest needs the thread now; other jobs are for later batches.
+    this.offload?.flush(this.rWaited)
     // Counted before the closing clock reading, which cannot undo what the batch did.
     this.#pagesScanned += this.rScanned
     this.#pagesSkipped += this.rSkipped
@@ -597,6 +598,7 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
     if (this.#running) return
     this.#running = true
     this.#loopError = undefined
+    this.#pace()
     this.#schedule(0)
   }
 
@@ -609,6 +611,7 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
   async stop(): Promise<void> {
     this.#running = false
     this.#clearTimer()
+    this.#pace()
     const err = this.#loopError
     this.#loopError = undefined
     if (err !== undefined) throw err
@@ -628,8 +631,14 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
     this.o = next.own
     if (next.common.sleepMillis !== prev.sleepMillis && this.#running) {
       this.#clearTimer()
+      this.#pace()
       this.#schedule(0)
     }
+  }
+
+  /** offload: a running loop's thread looks at the ring by itself every sleepMillis (no ring per batch); else only when rung. */
+  #pace(): void {
+    if (this.offload !== null && !this.#detached) this.offload.pollMillis = this.#running ? this.t.sleepMillis : 0
   }
 
   // ---------------------------------------------------------------- ScanSource (engine side)
@@ -810,6 +819,7 @@ export abstract class ScannerBase<S extends Slot, O extends OptionSpecs> impleme
     } catch (e) {
       this.#running = false
       this.#loopError = e
+      this.#pace()
       return
     }
     if (this.#running) this.#schedule(this.t.sleepMillis)

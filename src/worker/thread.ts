@@ -36,7 +36,7 @@ async function threadPort(): Promise<ThreadPort> {
   }
 }
 
-const waitAsync = (Atomics as unknown as { waitAsync?: (a: Int32Array, i: number, v: number) => { async: boolean; value: unknown } }).waitAsync
+const waitAsync = (Atomics as unknown as { waitAsync?: (a: Int32Array, i: number, v: number, timeout: number) => { async: boolean; value: unknown } }).waitAsync
 const port = await threadPort()
 let hasher: OffloadHasher | null = null
 let channelArrived: (() => void) | null = null
@@ -68,14 +68,18 @@ async function loop(h: OffloadHasher): Promise<void> {
       channelArrived = null
       continue
     }
-    // Idle: sleep until the host publishes jobs or stops the ring (both ring the bell).
+    // Idle: sleep until the host rings (urgent jobs, stop) or the poll period ends (routine jobs
+    // are published without a ring: offload.ts).
+    if (!h.sleep()) continue
+    const poll = h.pollMillis
     if (waitAsync !== undefined) {
-      const w = waitAsync(h.ctl, h.bellIndex, bell)
+      const w = waitAsync(h.ctl, h.bellIndex, bell, poll > 0 ? poll : Number.POSITIVE_INFINITY)
       if (w.async) await w.value
     } else {
       // No waitAsync (older browsers): a bounded blocking wait, then a turn for messages.
-      Atomics.wait(h.ctl, h.bellIndex, bell, 50)
+      Atomics.wait(h.ctl, h.bellIndex, bell, poll > 0 ? Math.min(poll, 50) : 50)
       await new Promise((resolve) => setTimeout(resolve, 0))
     }
+    h.woke()
   }
 }
