@@ -20,9 +20,13 @@
  *    100000 / 0, use_zero_pages 1, max_page_sharing 256) on the same W bytes and v86 images.
  * 4. Equality: the final engine.stats() of the two modes on the same contents must be equal.
  *
- * Modes alternate in rounds; medians are reported. The machine has few cores: the hashing thread
+ * Each mode's converge runs happen in processes of its own (bench/worker-scanner-host.ts: a host
+ * runs one mode, and one process running both slowed the worker mode through V8's shared code
+ * paths), two per mode in the order in-thread, worker, worker, in-thread, each a long-lived loop
+ * over every subject; medians are reported. The latency runs (2) share this process. The machine has few cores: the hashing thread
  * and the host share them (the notes say how many and the load).
  */
+import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync } from "node:fs"
 import { cpus, loadavg, tmpdir } from "node:os"
 import { join } from "node:path"
@@ -32,13 +36,14 @@ import type { ScanReport } from "../src/policy/options.ts"
 import { Engine, type Scanner } from "../test/helpers/internals.ts"
 import { kernelOnImages, type KsmdConvergence } from "./kernel-real.ts"
 import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, collectGarbage, fmt, median, MiB, PAGE } from "./lib.ts"
+import type { HostJob, HostReply } from "./worker-scanner-host.ts"
 import { imageW } from "./workload.ts"
 import { xorshift32 } from "./xorshift.ts"
 
 const FULL = { pagesToScan: 10000, sleepMillis: 0 } as const
 const DEFAULTS = { pagesToScan: 100, sleepMillis: 20 } as const
-type Tunables = { readonly pagesToScan: number; readonly sleepMillis: number }
-type Mode = "in-thread" | "worker"
+export type Tunables = { readonly pagesToScan: number; readonly sleepMillis: number }
+export type Mode = "in-thread" | "worker"
 const MODES: readonly Mode[] = ["in-thread", "worker"]
 const SEED = 0x5eed
 /** Quiet time after convergence, counted in the CPU figures: the background shrink (and its prefault wait) completes. */
@@ -50,6 +55,49 @@ interface Subject {
   readonly name: string
   readonly images: readonly Uint8Array[]
   readonly files?: readonly string[]
+  /** How a mode's own process (bench/worker-scanner-host.ts) builds the same subject. */
+  readonly spec: SubjectSpec
+}
+
+/** A subject as plain data: W of a size, a cached real workload, or every `stride`-th page of one. */
+export type SubjectSpec = { readonly kind: "W"; readonly bytes: number } | { readonly kind: "real"; readonly name: string; readonly stride?: number; readonly label?: string }
+
+/** Build the subject `spec` describes (a mode's process builds its own copy of the parent's). */
+export function subjectFrom(spec: SubjectSpec): Subject {
+  if (spec.kind === "W") return subjectW(spec.bytes)
+  const m = cachedWorkloads().find((x) => x.name === spec.name)
+  if (m === undefined) throw new Error(`${spec.name} is not cached`)
+  const s = subjectOf(m)
+  return spec.stride === undefined ? s : strided(s, spec.stride, spec.label ?? s.name)
+}
+
+const HOST = new URL("./worker-scanner-host.ts", import.meta.url).pathname
+
+/**
+ * Run `jobs` in a fresh process of `mode` (bench/worker-scanner-host.ts): its measured runs, per
+ * job. The process runs them in one loop and exits.
+ */
+function runModeProcess(mode: Mode, jobs: readonly HostJob[]): Promise<ConvergeRun[][]> {
+  const loader = process.execArgv.some((a) => a.includes("tsx")) ? [] : ["--import", import.meta.resolve("tsx")]
+  const gc = process.execArgv.includes("--expose-gc") ? [] : ["--expose-gc"]
+  const child = spawn(process.execPath, [...process.execArgv, ...gc, ...loader, HOST, mode], { stdio: ["ignore", "inherit", "inherit", "ipc"], env: { ...process.env, SKSM_WS_JOBS: JSON.stringify(jobs) } })
+  // However this module ends (a failed run throws): no process left behind.
+  const kill = (): void => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+  }
+  process.once("exit", kill)
+  return new Promise((resolve, reject) => {
+    let answered = false
+    child.on("message", (r: HostReply) => {
+      answered = true
+      if (r.ok) resolve(r.runs!)
+      else reject(new Error(`the ${mode} process: ${r.error}`))
+    })
+    child.on("exit", (code, sig) => {
+      process.off("exit", kill)
+      if (!answered) reject(new Error(`the ${mode} process exited (${sig ?? code}) without its runs`))
+    })
+  })
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
@@ -114,13 +162,16 @@ interface Started {
  * Make the scanner of `mode`, not started. `warm`: wait until the hashing thread has loaded its
  * modules and gone idle (its CPU time unchanged for 100 ms, at most 3 s): startWorkerScanner
  * resolves before the thread can hash, and batches in between wait for it (see the notes).
+ * Callers collect garbage before, not after: collecting it here (lib.ts's collectGarbage, whose
+ * first call makes a new vm context) between starting the worker scanner and its run doubled the
+ * worker's host CPU per merged page on QuickJS heaps for every later run of the process
+ * (1,000-1,250 vs 430-540 ns; the mechanism is not pinned; a host does not do that there).
  */
 async function makeScanner(engine: Engine, mode: Mode, t: Tunables, warm = true): Promise<Started> {
   const before = new Set(tids())
   const scanner = mode === "worker" ? await startWorkerScanner(engine, { policy: "ksm", ...t, fallback: false }) : engine.scanner({ policy: "ksm", ...t })
   const threads = (): number[] => tids().filter((x) => !before.has(x))
   if (!warm) return { scanner, threads: threads() }
-  await quiesce()
   if (mode === "worker") {
     const cpuOf = (): number => threads().reduce((a, x) => a + (threadCpu(x) || 0), 0)
     let last = cpuOf()
@@ -145,7 +196,7 @@ async function closeScanner(st: Started): Promise<string[]> {
 }
 
 /** One run to convergence (or the bound). */
-interface ConvergeRun {
+export interface ConvergeRun {
   readonly mode: Mode
   readonly converged: boolean
   /** Seconds from start() until merged (pagesSharing + ksmZeroPages) last changed. */
@@ -172,9 +223,9 @@ const COUNTER_KEYS = ["pagesShared", "pagesSharing", "ksmZeroPages", "pagesUnsha
  * Scan `s` with `mode` until merged stayed put for two full scans (checked at every pass end,
  * inside the loop's own tick, so the run stops at a pass boundary) or `capMs` passes.
  */
-async function converge(s: Subject, mode: Mode, t: Tunables, capMs: number, warm = true): Promise<ConvergeRun> {
+export async function converge(s: Subject, mode: Mode, t: Tunables, capMs: number, warm = true): Promise<ConvergeRun> {
   const engine = prepare(s)
-  if (!warm) await quiesce()
+  await quiesce()
   const st = await makeScanner(engine, mode, t, warm)
   // The engine's scanner object: start()'s loop calls its tick(), so an own property observes every batch.
   const inner = engine.core.scan as unknown as Scanner & { hostHashes?: number }
@@ -258,6 +309,7 @@ async function converge(s: Subject, mode: Mode, t: Tunables, capMs: number, warm
 function strided(s: Subject, stride: number, name: string): Subject {
   return {
     name,
+    spec: { kind: "real", name: s.spec.kind === "real" ? s.spec.name : s.name, stride, label: name },
     images: s.images.map((img) => {
       const pages = Math.floor(img.length / PAGE / stride)
       const out = new Uint8Array(pages * PAGE)
@@ -269,11 +321,11 @@ function strided(s: Subject, stride: number, name: string): Subject {
 
 /** Workload W (first half 16 contents repeated, second half random) as one image. */
 function subjectW(sizeBytes: number): Subject {
-  return { name: `W ${sizeBytes / MiB} MiB`, images: [imageW(sizeBytes)] }
+  return { name: `W ${sizeBytes / MiB} MiB`, images: [imageW(sizeBytes)], spec: { kind: "W", bytes: sizeBytes } }
 }
 
 function subjectOf(m: Manifest): Subject {
-  return { name: m.name, images: loadImages(m), files: m.instances.map((i) => join(workloadDir(m.name), i.file)) }
+  return { name: m.name, images: loadImages(m), files: m.instances.map((i) => join(workloadDir(m.name), i.file)), spec: { kind: "real", name: m.name } }
 }
 
 const mibOf = (s: Subject): number => s.images.reduce((a, b) => a + b.length, 0) / MiB
@@ -286,8 +338,8 @@ async function hostLoop(s: Subject, scanner: Mode | "none", ms: number, accesses
   const hostBytes = 16 * MiB
   const host = engine.createSpace({ size: hostBytes, name: "host" })
   host.fill(0, hostBytes, 1)
+  await quiesce()
   const st = scanner === "none" ? null : await makeScanner(engine, scanner, FULL)
-  if (st === null) await quiesce()
   let longestBatch = 0
   let batches = 0
   if (st !== null) {
@@ -382,7 +434,7 @@ export const workerScanner: BenchModule = {
       }
     }
 
-    // ---- 1, 3, 4: converge runs, modes alternating within each round
+    // ---- 1, 3, 4: converge runs, each mode in processes of its own (worker-scanner-host.ts), alternating
     const cpuTable = ["| workload | speed | mode | host (main thread) CPU (in batches) | per merged page | worker thread CPU | process CPU | wall to converge (seen) | merged | batches (waited) | host hashes | final counters |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     const converges = new Map<string, ConvergeRun[]>()
     const plan: { s: Subject; t: Tunables; speed: string; rounds: number }[] = [
@@ -391,22 +443,37 @@ export const workerScanner: BenchModule = {
       { s: wSmall, t: DEFAULTS, speed: "defaults", rounds: q ? 1 : 2 },
       ...smallReal.map((s) => ({ s, t: DEFAULTS, speed: "defaults", rounds: q ? 1 : 2 })),
     ]
-    for (const p of plan) {
-      const key = `${p.s.name} (${fmt(mibOf(p.s))} MiB) @ ${p.speed} ${p.t.pagesToScan}/${p.t.sleepMillis}`
-      for (let r = 0; r < p.rounds; r++) {
-        // Alternate which mode goes first from round to round.
-        for (const mode of r % 2 === 0 ? MODES : [...MODES].reverse()) {
-          opts.log(`worker-scanner: ${key}, ${mode}, round ${r + 1}/${p.rounds}`)
-          const run = await converge(p.s, mode, p.t, capMs)
-          const list = converges.get(`${key}|${mode}`) ?? []
+    const keyOf = (p: (typeof plan)[number]): string => `${p.s.name} (${fmt(mibOf(p.s))} MiB) @ ${p.speed} ${p.t.pagesToScan}/${p.t.sleepMillis}`
+    // Two processes per mode, in the order in-thread, worker, worker, in-thread (quick: one each);
+    // each runs half the rounds, after one unmeasured run of each full-speed subject (its JIT warm-up).
+    const order: Mode[] = q ? ["in-thread", "worker"] : ["in-thread", "worker", "worker", "in-thread"]
+    const share = q ? 1 : 2
+    const coldRuns = q ? 1 : 2
+    const jobs: HostJob[] = [
+      ...plan.map((p) => ({ spec: p.s.spec, t: p.t, capMs, warm: true, warmup: p.speed === "full" ? 1 : 0, runs: Math.max(1, Math.ceil(p.rounds / share)) })),
+      // Cold start: start() right after startWorkerScanner resolves (what its doc example does).
+      { spec: wFull.spec, t: FULL, capMs, warm: false, warmup: 0, runs: Math.ceil(coldRuns / share), modes: ["worker"] as Mode[] },
+    ]
+    const cold: ConvergeRun[] = []
+    for (const [i, mode] of order.entries()) {
+      opts.log(`worker-scanner: ${mode} process ${i + 1}/${order.length}: ${plan.map(keyOf).join("; ")}`)
+      const out = await runModeProcess(mode, jobs)
+      plan.forEach((p, j) => {
+        const key = keyOf(p)
+        const list = converges.get(`${key}|${mode}`) ?? []
+        for (const run of out[j]!) {
           list.push(run)
-          converges.set(`${key}|${mode}`, list)
           cpuTable.push(
             `| ${p.s.name} (${fmt(mibOf(p.s))} MiB) | ${p.speed} | ${mode} | ${fmt(run.mainCpu * 1e3)} ms (${fmt(run.batchCpu * 1e3)} ms) | ${fmt((run.mainCpu * 1e9) / Math.max(1, run.merged))} ns | ${mode === "worker" ? `${fmt(run.workerCpu * 1e3)} ms` : "-"} | ${fmt(run.processCpu * 1e3)} ms | ${fmt(run.wallToConverge)} s (${fmt(run.wall)} s)${run.converged ? "" : " **bound**"} | ${run.merged} | ${run.batches} (${run.waited}) | ${run.hostHashes} | ${counterText(run.stats)} |`,
           )
           if (run.leaked.length > 0) problems.push(`${key}, ${mode}: threads still alive after close(): ${run.leaked.join(", ")}`)
         }
-      }
+        converges.set(`${key}|${mode}`, list)
+      })
+      cold.push(...out[plan.length]!)
+    }
+    for (const p of plan) {
+      const key = keyOf(p)
       const ins = converges.get(`${key}|in-thread`)!
       const wks = converges.get(`${key}|worker`)!
       const perPage = (xs: ConvergeRun[]): number => median(xs.map((x) => (x.mainCpu * 1e9) / Math.max(1, x.merged)))
@@ -418,7 +485,7 @@ export const workerScanner: BenchModule = {
         value: b / a,
         unit: "x",
         goal: { op: "<=", target: 0.2 },
-        detail: `worker ${fmt(b)} ns, in-thread ${fmt(a)} ns (main thread schedstat, medians of ${p.rounds}); inside batches only: worker ${fmt(inBatches(wks))} ns, in-thread ${fmt(inBatches(ins))} ns (${fmt(inBatches(wks) / inBatches(ins))} x); worker thread ${fmt(median(wks.map((x) => (x.workerCpu * 1e9) / Math.max(1, x.merged))))} ns per merged page`,
+        detail: `worker ${fmt(b)} ns, in-thread ${fmt(a)} ns (main thread schedstat, medians of ${wks.length} and ${ins.length} runs); inside batches only: worker ${fmt(inBatches(wks))} ns, in-thread ${fmt(inBatches(ins))} ns (${fmt(inBatches(wks) / inBatches(ins))} x); worker thread ${fmt(median(wks.map((x) => (x.workerCpu * 1e9) / Math.max(1, x.merged))))} ns per merged page`,
       })
       rows.push({
         name: `wall to converge, worker / in-thread: ${key}`,
@@ -455,12 +522,6 @@ export const workerScanner: BenchModule = {
         rows.push({ name: `counters vs the kernel's: ${key}, worker`, value: kd, unit: "pages off", goal: { op: "<=", target: 0 }, detail: `kernel ${k.pagesShared} / ${k.pagesSharing} / ${k.ksmZeroPages}; worker ${wks[0]!.stats.pagesShared} / ${wks[0]!.stats.pagesSharing} / ${wks[0]!.stats.ksmZeroPages}` })
       }
     }
-    // ---- cold start: start() right after startWorkerScanner resolves (what its doc example does)
-    const cold: ConvergeRun[] = []
-    for (let r = 0; r < (q ? 1 : 2); r++) {
-      opts.log(`worker-scanner: ${wFull.name} at full speed, worker started cold, round ${r + 1}`)
-      cold.push(await converge(wFull, "worker", FULL, capMs, false))
-    }
     const coldMedian = median(cold.map((x) => x.hostHashes))
     rows.push({
       name: `cold start (start() as soon as startWorkerScanner resolves): pages hashed on the host, ${wFull.name} @ full ${FULL.pagesToScan}/${FULL.sleepMillis}`,
@@ -471,10 +532,12 @@ export const workerScanner: BenchModule = {
     notes.push(
       `Every run: policy ksm, engine { sharedMemory: true, maxPageSharing: 256, useZeroPages: true, seed ${SEED} }, one space per image, the real start() loop, ` +
         `stopped at the first pass end where pagesSharing + ksmZeroPages ("merged") had not changed over two full scans. Host CPU = the main thread's schedstat from start() to that moment plus ${SHRINK_SETTLE_MS} ms ` +
-        `after it (the loop's batches, its event-loop turns and the store's background shrink after merging, which with the worker waits for the thread to prefault the smaller store; nothing else runs on the main thread meanwhile); worker thread CPU = schedstat of the threads that appeared when startWorkerScanner ran; ` +
+        `after it (the loop's batches, its event-loop turns and the store's background shrink after merging, which with the worker waits for the thread to fill the smaller store; nothing else runs on the main thread meanwhile); worker thread CPU = schedstat of the threads that appeared when startWorkerScanner ran; ` +
         `process CPU = process.cpuUsage() (all threads, V8's GC and compiler helpers included). "Wall to converge" = until merged last changed; in parentheses until convergence was seen. ` +
-        `Full speed = ${FULL.pagesToScan} pages / ${FULL.sleepMillis} ms, ${rounds} round(s), modes alternating; kernel defaults = ${DEFAULTS.pagesToScan} / ${DEFAULTS.sleepMillis} ms on scaled-down sets ` +
-        `(a full pass of 512 MiB at 5000 pages/s takes 26 s and merging needs several), ${q ? 1 : 2} round(s). Every run:`,
+        `Each mode runs in processes of its own (bench/worker-scanner-host.ts: a host runs one mode, and a process running both slowed the worker mode through V8's shared code paths), ` +
+        `${order.length} processes in the order ${order.join(", ")}, each a long-lived loop over every subject (one unmeasured run of each full-speed subject first, its JIT warm-up, then its share of the runs). ` +
+        `Full speed = ${FULL.pagesToScan} pages / ${FULL.sleepMillis} ms, ${rounds} round(s) per process pair; kernel defaults = ${DEFAULTS.pagesToScan} / ${DEFAULTS.sleepMillis} ms on scaled-down sets ` +
+        `(a full pass of 512 MiB at 5000 pages/s takes 26 s and merging needs several). Every measured run, in the order they ran:`,
     )
     notes.push(cpuTable.join("\n"))
 

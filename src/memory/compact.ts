@@ -62,6 +62,9 @@ export function emptyCompactReport(): CompactReport {
 /** How long an automatic shrink waits for its smaller store to be prefaulted off the host's thread before it shrinks anyway. */
 const PREFAULT_WAIT_MS = 250
 
+/** How often the background continuation looks whether that store is filled. */
+const FILL_POLL_MS = 5
+
 /**
  * One compaction step over `pool` and the page tables of `spaces` (every live space of the
  * pool: a space left out would keep stale frame ids; iterated more than once). Moves at most `budget` frames
@@ -129,10 +132,12 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
     for (const space of spaces) space.revokeWriteAll()
   }
   let precopyWait = false
+  let premove = false
   if (keep < nSlots && victims.length > 0 && pool.prefaulter !== null) {
     // Automatic steps and the host's idle call ask (a new request if none is on for this size); an explicit unbounded compact() only takes a filled store.
     const ready = budget === Number.POSITIVE_INFINITY || pool.prepareStore(keep, protect, () => planMoves(pool, victims, kept))
     if (ready && pool.spareReadyFor(keep)) {
+      premove = true
       budget = Number.POSITIVE_INFINITY
       touched = victims.length
       shrinkNow = true
@@ -173,7 +178,7 @@ export function compactStep(pool: FramePool, spaces: Iterable<PagedSpace>, budge
         if (to < 0) k++
       }
       if (to < 0) break // the plan guarantees room; stop rather than corrupt if it is wrong
-      if (!pool.preMoved(f, to)) pool.copy(f, to)
+      if (!premove || !pool.preMoved(f, to)) pool.copy(f, to)
       refcount[to] = refcount[f]!
       flags[to] = flags[f]!
       pool.entry[to] = pool.entry[f]!
@@ -427,11 +432,16 @@ export class Compactor {
     // Nothing freed since the last attempt that finished: the layout cannot have improved.
     if (!this.#pending && pool.frees - this.#freesAtLast < pool.framesPerSlab) return null
     let r: CompactReport
+    const now = nowMillis()
+    if (continuation && this.#waitSince < 0) this.#waitSince = now
+    // Still filling off this thread, and within the wait: look again later without planning a step.
+    if (continuation && pool.prefaulting && now - this.#waitSince < PREFAULT_WAIT_MS) {
+      this.#schedule(true)
+      return null
+    }
     try {
       // The shrink itself waits for a later turn when one is scheduled below (background), and
       // there for its smaller store to be prefaulted off this thread (worker scanner), for a while.
-      const now = nowMillis()
-      if (continuation && this.#waitSince < 0) this.#waitSince = now
       r = this.#step(st.budgetPages, !st.background || deferred, continuation && now - this.#waitSince < PREFAULT_WAIT_MS)
     } catch (e) {
       if (e instanceof SksmError && e._tag === "OutOfMemory") return null
@@ -441,21 +451,26 @@ export class Compactor {
     }
     this.#totals.autoRuns++
     this.#pending = !r.done
-    if (this.#pending && st.background && !this.#scheduled) {
-      this.#scheduled = true
-      // A weak reference: an engine dropped before the turn comes is not kept alive by it.
-      const self = new WeakRef(this)
-      const next = (): void => {
-        const c = self.deref()
-        if (c === undefined) return
-        c.#scheduled = false
-        c.maybeCompact(true, true)
-      }
-      // Waiting for a store being prefaulted: look again in a few ms rather than every turn.
-      if (pool.prefaulting) timer(next, 2)
-      else defer(next)
-    } else if (!this.#pending) this.#waitSince = -1
+    if (this.#pending && st.background) this.#schedule(pool.prefaulting)
+    else if (!this.#pending) this.#waitSince = -1
     return r
+  }
+
+  /** Schedule the background continuation (once): on the next turn, or in a few ms while a store is being filled off this thread. */
+  #schedule(filling: boolean): void {
+    if (this.#scheduled) return
+    this.#scheduled = true
+    // A weak reference: an engine dropped before the turn comes is not kept alive by it.
+    const self = new WeakRef(this)
+    const next = (): void => {
+      const c = self.deref()
+      if (c === undefined) return
+      c.#scheduled = false
+      c.maybeCompact(true, true)
+    }
+    // Each look wakes the host's thread: every 5 ms, not every turn (the thread copies ~1 MiB per job).
+    if (filling) timer(next, FILL_POLL_MS)
+    else defer(next)
   }
 
   #step(budget: number, shrinkNow = true, waitForStore = false): CompactReport {

@@ -403,9 +403,10 @@ export class FramePool {
   }
 
   /**
-   * Compaction moves frame `from` to `to` right before the shrink into the (ready) spare: true if
-   * the thread already copied it there and `from` is unchanged since, so the move need not copy
-   * (the frame's bytes are then in the spare only, and the shrink must follow in the same step;
+   * Compaction moves frame `from` to `to` right before the shrink into the spare, which the caller
+   * found ready for that shrink ({@link spareReadyFor}) in the same step: true if the thread
+   * copied the frame there and `from` is unchanged since, so the move need not copy (the frame's
+   * bytes are then in the spare only, and the shrink must follow in the same step;
    * {@link settlePremoved} copies them back if it does not).
    */
   preMoved(from: number, to: number): boolean {
@@ -413,7 +414,7 @@ export class FramePool {
     const gens = this.#spareGen
     const wg = this.writeGen
     if (dest === null || gens === null || wg === null || from >= dest.length || to >= gens.length || dest[from] !== to + 1) return false
-    if (gens[from] === 0 || gens[from] !== wg[from] || !this.spareReady) return false
+    if (gens[from] === 0 || gens[from] !== wg[from]) return false
     // The spare's frame `to` now holds the frame's bytes as they are: the shrink skips it.
     gens[to] = wg[to]!
     this.#premoved.push(to)
