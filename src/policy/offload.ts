@@ -180,6 +180,31 @@ export class HashOffload implements StorePrefaulter {
     return this.#head - Atomics.load(this.#ctl, TAIL)
   }
 
+  // The thread's pace: jobs per ms while it had work the whole time (a moving average), and the last note.
+  #rate = 0
+  #lastAt = -1
+  #lastDone = 0
+  #lastBacklog = 0
+
+  /** Note the thread's progress at `now` (ms; the scanner notes after each batch). */
+  noteProgress(now: number): void {
+    const done = this.done
+    const backlog = this.#head - done
+    // Only intervals the thread was busy throughout say how fast it goes.
+    if (this.#lastAt >= 0 && this.#lastBacklog > 0 && backlog > 0 && now > this.#lastAt) {
+      const r = (done - this.#lastDone) / (now - this.#lastAt)
+      this.#rate = this.#rate === 0 ? r : 0.75 * this.#rate + 0.25 * r
+    }
+    this.#lastAt = now
+    this.#lastDone = done
+    this.#lastBacklog = backlog
+  }
+
+  /** About how long (ms) the thread takes to do `jobs` more of what is queued, at its noted pace; 0 before it was measured. */
+  millisFor(jobs: number): number {
+    return this.#rate > 0 ? Math.min(jobs, this.backlog) / this.#rate : 0
+  }
+
   /** Whether frame `f` was queued at its current writeGen (its digest is done or on its way). */
   queuedNow(f: number): boolean {
     this.#sync()

@@ -563,3 +563,76 @@ describe("equality certificates: the thread's compare stands in for the host's",
     expect(staleDigest(e, [space])).toBeNull()
   })
 })
+
+describe("the thread's pace: how long a waiting loop holds its next batch back", () => {
+  it("is measured only over intervals the thread was busy throughout, and estimates the time for a number of queued jobs", () => {
+    const e = new Engine({ seed: 13, sharedMemory: true })
+    const scanner = e.scanner({ policy: "ksm", offload: true })
+    const h = new OffloadHasher(scanner.offloadChannel()!)
+    const space = e.createSpace({ size: 64 * 4096 })
+    for (let p = 0; p < 64; p++) space.writeU32(p * 4096, p + 1)
+    const off = (scanner as unknown as { offload: { push(f: number): void; flush(u: boolean): void; noteProgress(now: number): void; millisFor(jobs: number): number } }).offload
+    for (let p = 0; p < 64; p++) {
+      space.revokeWrite(p)
+      off.push(space.frameAt(p))
+    }
+    off.flush(true)
+    off.noteProgress(0)
+    expect(off.millisFor(10)).toBe(0) // not measured yet
+    h.run(16)
+    off.noteProgress(8) // 16 jobs in 8 ms, still busy: 2 jobs per ms
+    expect(off.millisFor(10)).toBeCloseTo(5)
+    expect(off.millisFor(1000)).toBeCloseTo(24) // at most what is queued (48 jobs)
+    h.run() // the thread finishes and goes idle: the next interval says nothing of its pace
+    off.noteProgress(100)
+    expect(off.millisFor(10)).toBe(0) // nothing queued
+    expect(off.millisFor(0)).toBe(0)
+  })
+})
+
+describe("a stuck thread: no progress for OFFLOAD_STUCK_MILLIS while a batch waits", () => {
+  function setup() {
+    const e = new Engine({ seed: 17, sharedMemory: true })
+    const scanner = e.scanner({ policy: "ksm", offload: true, pagesToScan: 32 })
+    const space = e.createSpace({ size: 256 * 4096 })
+    for (let p = 0; p < 256; p++) space.writeU32(p * 4096, p + 1)
+    space.advise(0, space.size, "mergeable")
+    const h = new OffloadHasher(scanner.offloadChannel()!)
+    const counts = () => scanner as unknown as { stuckEvents: number; hostHashes: number }
+    return { e, scanner, h, counts }
+  }
+  const until = (ms: number): number => performance.now() + ms
+
+  it("a thread that does nothing is judged stuck after the bound and the host hashes meanwhile", () => {
+    const { scanner, counts } = setup()
+    const end = until(250)
+    while (performance.now() < end && counts().stuckEvents === 0) scanner.tick()
+    expect(counts().stuckEvents).toBeGreaterThan(0)
+    expect(counts().hostHashes).toBeGreaterThan(0)
+  })
+
+  it("a slow thread that keeps making progress is never judged stuck, however long the batch waits", () => {
+    const { e, scanner, h, counts } = setup()
+    // 64 jobs queued ahead of everything the scanner asks for (another space's pages, not mergeable):
+    // the digest a batch waits for stays behind them for seconds at one job per 50 ms.
+    const other = e.createSpace({ size: 64 * 4096 })
+    for (let p = 0; p < 64; p++) other.writeU32(p * 4096, 1000 + p)
+    const off = (scanner as unknown as { offload: { push(f: number): void; flush(u: boolean): void } }).offload
+    for (let p = 0; p < 64; p++) {
+      other.revokeWrite(p)
+      off.push(other.frameAt(p))
+    }
+    off.flush(true)
+    const end = until(400)
+    let last = performance.now()
+    while (performance.now() < end) {
+      expect(scanner.tick().waited).toBe(true)
+      if (performance.now() - last > 50) {
+        h.run(1)
+        last = performance.now()
+      }
+    }
+    expect(counts().stuckEvents).toBe(0)
+    expect(counts().hostHashes).toBe(0)
+  })
+})
