@@ -155,6 +155,18 @@ export function machineInfo(): MachineInfo {
 let gcFn: (() => void) | null = null
 
 /**
+ * Node flags for a child process that runs a `.ts` file of this repo like this process does:
+ * this process's flags, the tsx loader when it came another way, and `--expose-gc` (the
+ * memory benches force full GCs) unless `exposeGc` is false.
+ */
+export function childNodeArgs(exposeGc = true): string[] {
+  // Under `tsx` the loader is in execArgv; a host that registered tsx another way gets it added.
+  const loader = process.execArgv.some((a) => a.includes("tsx")) ? [] : ["--import", import.meta.resolve("tsx")]
+  const gc = exposeGc && !process.execArgv.includes("--expose-gc") ? ["--expose-gc"] : []
+  return [...process.execArgv, ...gc, ...loader]
+}
+
+/**
  * A full garbage collection now, so the slabs of the previous run's disposed engines are
  * not collected (on the main thread) during the next timed run. Enables --expose-gc at
  * run time, on first use (importing this module changes nothing); a no-op where that fails.

@@ -18,7 +18,7 @@ import { writeFileSync } from "node:fs"
 import { dirname, join, resolve } from "node:path"
 import { fileURLToPath } from "node:url"
 import { kernelKsm } from "./kernel-ksm.ts"
-import { type BenchModule, type BenchResult, type BenchRow, fmt, type MachineInfo, machineInfo, passes } from "./lib.ts"
+import { type BenchModule, type BenchResult, type BenchRow, childNodeArgs, fmt, type MachineInfo, machineInfo, passes } from "./lib.ts"
 import { memoryReturnBench } from "./memory-return.ts"
 import { merge } from "./merge.ts"
 import { realMemory } from "./real-memory.ts"
@@ -97,11 +97,8 @@ const RESULT_TAG = "SKSM-BENCH-RESULT "
  * process (tsx), its stderr lines passed to `log`, the result as one tagged JSON line on its stdout.
  */
 function runChild(name: string, quick: boolean, log: (line: string) => void): Promise<BenchResult> {
-  // Under `tsx` the loader is in execArgv; a host that registered tsx another way gets it added.
-  const loader = process.execArgv.some((a) => a.includes("tsx")) ? [] : ["--import", import.meta.resolve("tsx")]
-  // --expose-gc: the memory-return bench forces full GCs before reading RssAnon.
-  const gc = process.execArgv.includes("--expose-gc") ? [] : ["--expose-gc"]
-  const args = [...process.execArgv, ...gc, ...loader, HERE, "--child", name, ...(quick ? ["--quick"] : [])]
+  // --expose-gc (childNodeArgs): the memory-return bench forces full GCs before reading RssAnon.
+  const args = [...childNodeArgs(), HERE, "--child", name, ...(quick ? ["--quick"] : [])]
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"] })
     // Ctrl-C / SIGTERM go to the child (kernel-ksm restores KSM settings on them); once it

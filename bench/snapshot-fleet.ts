@@ -15,7 +15,7 @@ import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { RedisBackend, SnapshotStore } from "../src/snapshot/index.ts"
 import { type Fleet, quickjsFleet, v86Fleet } from "./fleets.ts"
-import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, fmt, GB, median, MiB } from "./lib.ts"
+import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, childNodeArgs, fmt, GB, median, MiB } from "./lib.ts"
 import type { HostCommand, HostReply } from "./snapshot-fleet-host.ts"
 import { distinctPages } from "./snapshot.ts"
 import { startRedisServer } from "../test/helpers/redis.ts"
@@ -34,8 +34,7 @@ interface Host {
 }
 
 function startHost(files: readonly string[]): Promise<Host> {
-  const loader = process.execArgv.some((a) => a.includes("tsx")) ? [] : ["--import", import.meta.resolve("tsx")]
-  const child = spawn(process.execPath, [...process.execArgv, ...loader, HOST, ...files], { stdio: ["ignore", "inherit", "inherit", "ipc"] })
+  const child = spawn(process.execPath, [...childNodeArgs(false), HOST, ...files], { stdio: ["ignore", "inherit", "inherit", "ipc"] })
   started.push(child)
   let waiting: ((r: HostReply) => void) | null = null
   let failed: ((e: Error) => void) | null = null

@@ -35,7 +35,7 @@ import { startWorkerScanner, type WorkerScanner } from "../src/worker/index.ts"
 import type { ScanReport } from "../src/policy/options.ts"
 import { Engine, type Scanner } from "../test/helpers/internals.ts"
 import { kernelOnImages, type KsmdConvergence } from "./kernel-real.ts"
-import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, collectGarbage, fmt, median, MiB, PAGE } from "./lib.ts"
+import { type BenchModule, type BenchOptions, type BenchResult, type BenchRow, childNodeArgs, collectGarbage, fmt, median, MiB, PAGE } from "./lib.ts"
 import type { HostJob, HostReply } from "./worker-scanner-host.ts"
 import { imageW } from "./workload.ts"
 import { xorshift32 } from "./xorshift.ts"
@@ -78,9 +78,7 @@ const HOST = new URL("./worker-scanner-host.ts", import.meta.url).pathname
  * job. The process runs them in one loop and exits.
  */
 function runModeProcess(mode: Mode, jobs: readonly HostJob[]): Promise<ConvergeRun[][]> {
-  const loader = process.execArgv.some((a) => a.includes("tsx")) ? [] : ["--import", import.meta.resolve("tsx")]
-  const gc = process.execArgv.includes("--expose-gc") ? [] : ["--expose-gc"]
-  const child = spawn(process.execPath, [...process.execArgv, ...gc, ...loader, HOST, mode], { stdio: ["ignore", "inherit", "inherit", "ipc"], env: { ...process.env, SKSM_WS_JOBS: JSON.stringify(jobs) } })
+  const child = spawn(process.execPath, [...childNodeArgs(), HOST, mode], { stdio: ["ignore", "inherit", "inherit", "ipc"], env: { ...process.env, SKSM_WS_JOBS: JSON.stringify(jobs) } })
   // However this module ends (a failed run throws): no process left behind.
   const kill = (): void => {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
