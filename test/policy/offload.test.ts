@@ -12,7 +12,7 @@
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { ZERO_FRAME } from "../../src/memory/frames.ts"
-import { HasherState, OffloadHasher } from "../../src/policy/offload.ts"
+import { type HashOffload, HasherState, OffloadHasher } from "../../src/policy/offload.ts"
 import { staleDigest } from "../helpers/digests.ts"
 import { checkCounters } from "../helpers/recount.ts"
 import { Engine } from "../helpers/internals.ts"
@@ -20,6 +20,20 @@ import { type Op, opArb, type Shape } from "../helpers/program.ts"
 import { type Extension, check, newWorld, run, teardown, type World } from "../helpers/world.ts"
 
 const PS = 512
+
+/** A scanner's ring to its hashing thread (ScannerBase.offload is protected). */
+const offloadOf = (scanner: object): HashOffload => (scanner as unknown as { offload: HashOffload }).offload
+
+/** Step 1 of the protocol by hand for pages `pis` of `space` (write-protect, queue), then publish and ring. */
+function queueByHand(off: HashOffload, space: ReturnType<Engine["createSpace"]>, pis: Iterable<number>): void {
+  for (const pi of pis) {
+    space.revokeWrite(pi)
+    off.push(space.frameAt(pi))
+  }
+  off.flush(true)
+}
+/** 0, 1, ..., n - 1. */
+const upTo = (n: number): number[] => Array.from({ length: n }, (_, i) => i)
 
 type ThreadOp = { k: "take" } | { k: "publish" } | { k: "drain" }
 
@@ -301,7 +315,7 @@ describe("doorbell: the host wakes the thread only when it must", () => {
     const { scanner, h, bell } = setup()
     scanner.start()
     await scanner.stop()
-    ;(scanner as unknown as { offload: { pollMillis: number } }).offload.pollMillis = 20
+    offloadOf(scanner).pollMillis = 20
     expect(h.run()).toBe(HasherState.Idle)
     expect(h.sleep()).toBe(true)
     const b0 = bell()
@@ -352,7 +366,7 @@ describe("doorbell: the host wakes the thread only when it must", () => {
     expect(h.hashed).toBeGreaterThan(0)
     // A stop always rings, asleep or not.
     expect(h.sleep()).toBe(true)
-    ;(scanner as unknown as { offload: { stop(): void } }).offload.stop()
+    offloadOf(scanner).stop()
     expect(bell()).toBe(b0 + 1)
     expect(h.run()).toBe(HasherState.Stopped)
   })
@@ -492,14 +506,9 @@ describe("equality certificates: the thread's compare stands in for the host's",
     const h = new OffloadHasher(scanner.offloadChannel()!)
     const space = e.createSpace({ size: pages.length * P })
     pages.forEach((w, i) => space.write(i * P, bytes(w)))
-    const off = (scanner as unknown as { offload: { push(f: number): void; flush(urgent: boolean): void } }).offload
-    /** Step 1 of the protocol for page `pi` (write-protect, queue), then the thread hashes it. */
+    /** Step 1 of the protocol for pages `pis`, then the thread hashes them. */
     const hash = (...pis: number[]): void => {
-      for (const pi of pis) {
-        space.revokeWrite(pi)
-        off.push(space.frameAt(pi))
-      }
-      off.flush(true)
+      queueByHand(offloadOf(scanner), space, pis)
       expect(h.run()).toBe(HasherState.Idle)
     }
     return { e, space, hash, f: (pi: number) => space.frameAt(pi) }
@@ -571,12 +580,8 @@ describe("the thread's pace: how long a waiting loop holds its next batch back",
     const h = new OffloadHasher(scanner.offloadChannel()!)
     const space = e.createSpace({ size: 64 * 4096 })
     for (let p = 0; p < 64; p++) space.writeU32(p * 4096, p + 1)
-    const off = (scanner as unknown as { offload: { push(f: number): void; flush(u: boolean): void; noteProgress(now: number): void; millisFor(jobs: number): number } }).offload
-    for (let p = 0; p < 64; p++) {
-      space.revokeWrite(p)
-      off.push(space.frameAt(p))
-    }
-    off.flush(true)
+    const off = offloadOf(scanner)
+    queueByHand(off, space, upTo(64))
     off.noteProgress(0)
     expect(off.millisFor(10)).toBe(0) // not measured yet
     h.run(16)
@@ -617,12 +622,7 @@ describe("a stuck thread: no progress for OFFLOAD_STUCK_MILLIS while a batch wai
     // the digest a batch waits for stays behind them for seconds at one job per 50 ms.
     const other = e.createSpace({ size: 64 * 4096 })
     for (let p = 0; p < 64; p++) other.writeU32(p * 4096, 1000 + p)
-    const off = (scanner as unknown as { offload: { push(f: number): void; flush(u: boolean): void } }).offload
-    for (let p = 0; p < 64; p++) {
-      other.revokeWrite(p)
-      off.push(other.frameAt(p))
-    }
-    off.flush(true)
+    queueByHand(offloadOf(scanner), other, upTo(64))
     const end = until(400)
     let last = performance.now()
     while (performance.now() < end) {
